@@ -1,0 +1,145 @@
+"""Transfusion: one transformer over text tokens and image latent patches (arXiv 2408.11039).
+
+The network only predicts: `Transfusion.forward` takes a packed batch whose images are already
+noised and returns next-token logits (at text positions that have a target) and the noise
+prediction for every image. `transfusion_loss` owns the recipe around it: per-image timesteps
+(with the noise limit for image-first examples), noising, and
+    loss = L_LM + lambda * L_DDPM,  lambda = 5        (paper eq. 4, sec 4.1)
+with L_LM the mean over text targets and L_DDPM the per-image mean squared error on the noise,
+averaged over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from model.backbone import BackboneConfig, Transformer
+from model.batch import IMAGE, PackedBatch
+from model.diffusion import Diffusion, DiffusionConfig
+from model.losses import next_token_loss
+from model.masks import AttentionMask, block_mask, dense_mask
+from model.patches import PatchConfig, build_patch_codec
+from model.rope import rope_angles
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+IMAGE_ATTENTION = ("bidirectional", "causal")
+
+
+@dataclass
+class TransfusionConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    vocab_size: int = 2048
+    image_attention: str = "bidirectional"  # "causal" is the paper's Table 5 ablation
+    lambda_diffusion: float = 5.0  # paper sec 4.1
+    z_loss: float = 0.0
+    attention: str = "auto"  # auto: FlexAttention block masks on CUDA, dense SDPA elsewhere
+
+    def validate(self) -> None:
+        self.backbone.validate()
+        self.patch.validate()
+        if self.vocab_size <= 0:
+            raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
+        if self.image_attention not in IMAGE_ATTENTION:
+            raise ValueError(f"image_attention={self.image_attention!r}: expected one of {IMAGE_ATTENTION}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention={self.attention!r}: expected one of {ATTENTION_BACKENDS}")
+
+
+@dataclass
+class LossParts:
+    """total = lm + lambda * diffusion (+ z); counts say how many terms were averaged."""
+
+    total: torch.Tensor
+    lm: torch.Tensor
+    diffusion: torch.Tensor
+    z: torch.Tensor
+    n_text_targets: int
+    n_images: int
+
+
+class Transfusion(nn.Module):
+    def __init__(self, cfg: TransfusionConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        dim = cfg.backbone.dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
+        self.backbone = Transformer(cfg.backbone)
+        self.head = nn.Linear(dim, cfg.vocab_size, bias=False)  # untied, as in Llama
+        self.patch_enc, self.patch_dec = build_patch_codec(cfg.patch, dim)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.head.weight, std=0.02)
+
+    @property
+    def bidirectional_images(self) -> bool:
+        return self.cfg.image_attention == "bidirectional"
+
+    def attention_mask(self, doc_id: torch.Tensor, image_id: torch.Tensor) -> AttentionMask:
+        """The training/prefill mask for rows doc_id, image_id [B, L]."""
+        use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_id.is_cuda)
+        build = block_mask if use_flex else dense_mask
+        return build(doc_id, image_id, self.bidirectional_images)
+
+    def embed(self, tokens: torch.Tensor, modality: torch.Tensor, x_t: torch.Tensor,
+              t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Input vectors [B, L, dim]: token embeddings, with the encoded patches of images
+        x_t [n, C, H, W] at timesteps t [n] written over the IMAGE elements in row-major
+        order. Returns them and the patch encoder's skip activations (U-Net)."""
+        x = self.tok_emb(tokens)
+        patches, skips = self.patch_enc(x_t, t)
+        is_image = modality == IMAGE
+        if patches.shape[0] * patches.shape[1] != int(is_image.sum()):
+            raise ValueError(f"{int(is_image.sum())} image elements in the batch but {patches.shape[0]} images x "
+                             f"{patches.shape[1]} patches: the packing's patch size does not match the model's")
+        x = x.masked_scatter(is_image[..., None], patches.to(x.dtype))
+        return x, skips
+
+    def decode_images(self, h_img: torch.Tensor, t: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Noise prediction [n, C, H, W] from the backbone's outputs at the patches [n, P, dim]."""
+        return self.patch_dec(h_img, t, skips)
+
+    def forward(self, batch: PackedBatch, x_t: torch.Tensor, t: torch.Tensor,
+                lm_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over a packed batch whose images are noised: x_t [n, C, H, W], t [n].
+
+        Returns (logits [m, V] at the m positions where lm_mask [B, L] is True (default: every
+        position with a text target), eps_pred [n, C, H, W]). The head runs only where a loss
+        or a prediction is wanted, not at every patch.
+        """
+        x, skips = self.embed(batch.tokens, batch.modality, x_t, t)
+        cos, sin = rope_angles(batch.position, self.cfg.backbone.head_dim, self.cfg.backbone.rope_theta)
+        h = self.backbone(x, cos, sin, self.attention_mask(batch.doc_id, batch.image_id))
+        if lm_mask is None:
+            lm_mask = batch.lm_targets()[0]
+        logits = self.head(h[lm_mask])
+        n = x_t.shape[0]
+        eps = self.decode_images(h[batch.modality == IMAGE].view(n, -1, h.shape[-1]), t, skips)
+        return logits, eps
+
+
+def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
+                     generator: torch.Generator | None = None) -> LossParts:
+    """Noise every image at its own timestep, run one pass, and combine the two losses.
+
+    `model` may be a Transfusion or a DDP/FSDP wrapper of one (its forward is what is called).
+    Noise is added to the whole latent before patchifying (paper sec 3.2); image-first
+    examples draw t <= noise_limit (paper sec 4.3.5).
+    """
+    cfg: TransfusionConfig = getattr(model, "module", model).cfg
+    x0 = batch.images.float()
+    n = x0.shape[0]
+    t = diffusion.sample_timesteps(n, batch.image_first, generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device) if generator is not None \
+        else torch.randn_like(x0)
+    x_t = diffusion.q_sample(x0, t, noise)
+    lm_mask, targets = batch.lm_targets()
+    logits, eps = model(batch, x_t, t, lm_mask)
+    lm, z = next_token_loss(logits, targets[lm_mask], cfg.z_loss)
+    diff = diffusion.loss(eps.float(), noise)
+    total = lm + cfg.lambda_diffusion * diff + z
+    return LossParts(total, lm, diff, z, int(lm_mask.sum()), n)
