@@ -29,9 +29,8 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     half = dim // 2
     # Frequencies are computed in float32 whatever the default dtype: t up to 1000 times a
     # frequency near 1 needs the mantissa, and bf16 would alias neighbouring timesteps.
-    freqs = torch.exp(
-        -math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=t.device) / max(half, 1)
-    )
+    i = torch.arange(half, dtype=torch.float32, device=t.device)
+    freqs = torch.exp(-math.log(MAX_PERIOD) * i / max(half, 1))
     args = t.to(torch.float32)[:, None] * freqs[None, :]
     feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:

@@ -118,7 +118,7 @@ class Transfusion(nn.Module):
             lm_mask = batch.lm_targets()[0]
         logits = self.head(h[lm_mask])
         n = x_t.shape[0]
-        eps = self.decode_images(h[batch.modality == IMAGE].view(n, -1, h.shape[-1]), t, skips)
+        eps = self.decode_images(h[batch.modality == IMAGE].view(n, self.cfg.patch.num_patches, h.shape[-1]), t, skips)
         return logits, eps
 
 
@@ -133,6 +133,9 @@ def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
     cfg: TransfusionConfig = getattr(model, "module", model).cfg
     x0 = batch.images.float()
     n = x0.shape[0]
+    if n == 0:  # a text-only batch carries no image shape
+        p = cfg.patch
+        x0 = x0.new_zeros(0, p.latent_channels, p.latent_size, p.latent_size)
     t = diffusion.sample_timesteps(n, batch.image_first, generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device) if generator is not None \
         else torch.randn_like(x0)
