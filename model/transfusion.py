@@ -82,6 +82,9 @@ class Transfusion(nn.Module):
     def attention_mask(self, doc_id: torch.Tensor, image_id: torch.Tensor) -> AttentionMask:
         """The training/prefill mask for rows doc_id, image_id [B, L]."""
         use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_id.is_cuda)
+        if use_flex and not doc_id.is_cuda and torch.is_grad_enabled():
+            raise ValueError("attention='flex' has no backward pass on CPU in torch: "
+                             "use attention='sdpa' (or 'auto') to train on CPU")
         build = block_mask if use_flex else dense_mask
         return build(doc_id, image_id, self.bidirectional_images)
 

@@ -1,0 +1,21 @@
+"""The README's Quickstart is the front door: exactly two commands, and CI runs the second."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quickstart_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)\n```", section, re.S)
+
+
+def test_quickstart_has_two_commands_and_ci_runs_the_test_one():
+    commands = _quickstart_commands()
+    assert len(commands) == 2, commands
+    install_and_run, install_and_test = commands
+    assert "pip install torch==2.13.0" in install_and_run and "pip install torch==2.13.0" in install_and_test
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert install_and_test in ci_lines
