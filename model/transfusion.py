@@ -140,8 +140,9 @@ def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
         p = cfg.patch
         x0 = x0.new_zeros(0, p.latent_channels, p.latent_size, p.latent_size)
     t = diffusion.sample_timesteps(n, batch.image_first, generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device) if generator is not None \
-        else torch.randn_like(x0)
+    # Drawn on the generator's device, then moved: a CPU generator can seed a CUDA run.
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device) \
+        if generator is not None else torch.randn_like(x0)
     x_t = diffusion.q_sample(x0, t, noise)
     lm_mask, targets = batch.lm_targets()
     logits, eps = model(batch, x_t, t, lm_mask)
