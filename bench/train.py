@@ -1,7 +1,7 @@
 """Training throughput and MFU of Transfusion, per model size, against a text-only baseline.
 
     python -m bench.train [--sizes cpu-0.11M,cpu-0.33M,cpu-0.8M] [--seq-len 256] [--batch 8]
-        [--steps 8] [--warmup 2] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
+        [--steps 10] [--warmup 2] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
         [--patch linear|unet] [--vocab 2048] [--latent-channels 8] [--latent-size 16]
 
 For each size, one full training step (transfusion_loss forward + backward, gradient
@@ -38,7 +38,7 @@ from contextlib import nullcontext
 
 import torch
 
-from bench.common import (DTYPES, add_common_args, build_config, make_batch, median, resolve_device, sync,
+from bench.common import (DTYPES, add_common_args, build_config, make_batch, median, resolve_device,
                           time_calls, to_json_floats)
 from bench.peak import measure_matmul_peak
 from model.accounting import flops_per_element, param_counts
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated names from model/sizes.py")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per batch kind")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per batch kind")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--peak-seconds", type=float, default=1.5)

@@ -250,21 +250,23 @@ def generate(model: Transfusion, diffusion: Diffusion, prompts: list[list[Segmen
 
 
 def text_to_image(model: Transfusion, diffusion: Diffusion, captions: list[torch.Tensor], special: SpecialTokens,
-                  cfg: SamplingConfig = SamplingConfig(), generator: torch.Generator | None = None) -> torch.Tensor:
+                  cfg: SamplingConfig = SamplingConfig(), generator: torch.Generator | None = None,
+                  use_cache: bool = True) -> torch.Tensor:
     """One image per caption (token ids [n]): the prompt is the caption then BOI.
     Returns latents [B, C, H, W]."""
     prompts = [[Text(torch.cat([c.long().cpu(), torch.tensor([special.boi])]))] for c in captions]
     out = generate(model, diffusion, prompts, special, SamplingConfig(**{**cfg.__dict__, "max_new_tokens": 0}),
-                   generator)
+                   generator, use_cache)
     return torch.stack([next(s.data for s in segs if isinstance(s, Image)) for segs in out])
 
 
 def caption(model: Transfusion, diffusion: Diffusion, latents: torch.Tensor, special: SpecialTokens,
-            cfg: SamplingConfig = SamplingConfig(), generator: torch.Generator | None = None) -> list[torch.Tensor]:
+            cfg: SamplingConfig = SamplingConfig(), generator: torch.Generator | None = None,
+            use_cache: bool = True) -> list[torch.Tensor]:
     """Text after each image latent [B, C, H, W] (greedy by default, paper sec 4.1), without
     generating further images. Returns token ids [n] per image."""
     prompts = [[Image(x)] for x in latents]
     out = generate(model, diffusion, prompts, special, SamplingConfig(**{**cfg.__dict__, "max_images": 0}),
-                   generator)
+                   generator, use_cache)
     return [torch.cat([s.ids for s in segs if isinstance(s, Text)] or [torch.zeros(0, dtype=torch.long)])
             for segs in out]

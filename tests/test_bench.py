@@ -1,0 +1,80 @@
+"""The benchmarks run end to end at tiny sizes and print well-formed JSON with sane values.
+
+No timing assertions: speed is what the benchmarks report, not what tests check.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import decode, peak, train
+from bench.common import make_batch
+from model.batch import IMAGE, PAD
+
+TINY_MODEL = ["--device", "cpu", "--vocab", "64", "--latent-channels", "4", "--latent-size", "8"]
+
+
+def _json_lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def _positive(*xs) -> bool:
+    return all(isinstance(x, (int, float)) and x > 0 for x in xs)
+
+
+def test_peak_prints_a_positive_rate(capsys):
+    assert peak.main(["--device", "cpu", "--size", "128", "--seconds", "0.05"]) == 0
+    (out,) = _json_lines(capsys)
+    assert out["device"] == "cpu" and out["dtype"] == "fp32" and _positive(out["peak_flops"])
+
+
+@pytest.mark.parametrize("patch", ["linear", "unet"])
+def test_train_prints_one_record_per_size(capsys, patch):
+    argv = ["--sizes", "cpu-0.11M", "--seq-len", "64", "--batch", "2", "--steps", "1", "--warmup", "1",
+            "--peak-seconds", "0.05", "--patch", patch, *TINY_MODEL]
+    assert train.main(argv) == 0
+    (out,) = _json_lines(capsys)
+    assert out["size"] == "cpu-0.11M" and out["patch"] == patch
+    n = out["N"]
+    assert 0 < n["n_nonembedding"] < n["n_with_embeddings"] < n["n_with_patch"] == out["params_actual"]
+    for run in (out, out["text_only"]):
+        assert _positive(run["elements_per_s"], run["step_s"], run["elements_per_step"])
+        assert 0 < run["mfu_six_n"] < run["mfu_with_attention"] <= 1
+    assert out["images_per_step"] > 0 and out["text_only"]["images_per_step"] == 0
+    assert _positive(out["speed_vs_text_only"], out["pack_s"], out["mask_s"], out["peak_flops"])
+
+
+def test_mixed_batch_is_one_to_one_by_elements(make_cfg):
+    cfg = make_cfg()
+    batch = make_batch(cfg, seq_len=128, rows=8, seed=0)
+    batch.check()
+    # Elements of documents holding an image (caption/image pairs) vs of pure text documents.
+    has_image = torch.zeros_like(batch.modality, dtype=torch.bool)
+    for r in range(batch.tokens.shape[0]):
+        for d in batch.doc_id[r].unique().tolist():
+            doc = batch.doc_id[r] == d
+            if d >= 0 and (batch.modality[r][doc] == IMAGE).any():
+                has_image[r] |= doc
+    real = batch.modality != PAD
+    n_pair, n_text = int((has_image & real).sum()), int((~has_image & real).sum())
+    assert 0.5 < n_pair / n_text < 2
+    text_only = make_batch(cfg, seq_len=128, rows=8, seed=0, images=False)
+    assert not (text_only.modality == IMAGE).any() and text_only.images.shape[0] == 0
+    assert tuple(text_only.tokens.shape) == (8, 128) and int((text_only.modality == PAD).sum()) == 0
+
+
+def test_decode_compares_cached_and_uncached(capsys):
+    argv = ["--size", "cpu-0.11M", "--batch", "2", "--prompt-len", "8", "--new-tokens", "5", "--image-steps", "2",
+            "--repeats", "1", *TINY_MODEL]
+    assert decode.main(argv) == 0
+    (out,) = _json_lines(capsys)
+    for mode in ("cached", "uncached"):
+        text, image = out["text"][mode], out["text_to_image"][mode]
+        assert text["tokens_per_row"] == 5  # EOS barred: every row decodes the full budget
+        assert _positive(text["seconds"], text["tokens_per_s"])
+        assert _positive(image["seconds"], image["denoising_steps_per_s"], image["images_per_s"])
+    assert _positive(out["text"]["kv_speedup"], out["text_to_image"]["kv_speedup"])
+    assert out["text_to_image"]["passes_per_step"] == 2
