@@ -14,6 +14,7 @@ Work is done per segment and per placement with tensor slices, never per element
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -117,6 +118,14 @@ class Packer:
             row.position.append(torch.zeros(pad, dtype=torch.long))
         self.full.append(row)
         self.row = _Row()
+
+    def state_dict(self) -> dict:
+        """Rows not yet popped (complete and partial): what a resumed stream must start from."""
+        return {"full": [copy.deepcopy(r.__dict__) for r in self.full], "row": copy.deepcopy(self.row.__dict__)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.full = [_Row(**copy.deepcopy(r)) for r in state["full"]]
+        self.row = _Row(**copy.deepcopy(state["row"]))
 
     def ready(self) -> int:
         """Number of complete rows waiting."""

@@ -1,0 +1,194 @@
+"""The training stream: text documents and image-caption pairs, mixed and packed into batches.
+
+Paper sec 4.1: text and image data are mixed 1:1 by sequence elements, and a caption comes
+before its image 80% of the time (image first otherwise, which also gives the model
+unconditional images for guidance). Both ratios are configurable here.
+
+Mixing is by deficit rather than by coin: the next example comes from whichever side is
+behind its target share of elements so far, so the realised ratio tracks the target at every
+scale (a coin would drift by sqrt(n)). Every random choice (which caption, which order) comes
+from one torch.Generator whose state is saved, and each source keeps an exact position, so
+`state_dict()` -> `load_state_dict()` resumes with exactly the batches an uninterrupted run
+would have seen (DESIGN.md: resume includes the data position).
+
+A source is any object with `next() -> item` plus `state_dict()` / `load_state_dict()`:
+text sources yield token id tensors [n]; pair sources yield (image tensor, captions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from data.sequences import Packer
+from model.batch import Image, PackedBatch, SpecialTokens, Text
+
+
+class Source(Protocol):
+    def next(self): ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class EpochSampler:
+    """Indices into a fixed set of `size` items: a fresh seeded permutation every epoch,
+    so the order is shuffled yet reproducible from (seed, epoch, position)."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+        if size <= 0:
+            raise ValueError("cannot sample from an empty set: prepare the data first (python -m data.prepare)")
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch, self.pos = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+
+    def next(self) -> int:
+        if self.pos == self.size:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._order = self._permutation()
+        self.pos += 1
+        return int(self._order[self.pos - 1])
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._permutation()
+
+
+class TokenDocuments:
+    """Pre-tokenized documents stored flat: tokens [total] and offsets [n_docs + 1]
+    (document i is tokens[offsets[i]:offsets[i+1]]). Yields token id tensors."""
+
+    def __init__(self, tokens: torch.Tensor, offsets: torch.Tensor, seed: int = 0) -> None:
+        if offsets.numel() < 2 or offsets[-1] != tokens.numel():
+            raise ValueError(f"offsets (last {int(offsets[-1]) if offsets.numel() else '-'}) do not match "
+                             f"{tokens.numel()} tokens: the token file is corrupt, rerun python -m data.prepare")
+        self.tokens, self.offsets = tokens, offsets
+        self.sampler = EpochSampler(offsets.numel() - 1, seed)
+
+    def next(self) -> torch.Tensor:
+        i = self.sampler.next()
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]].long()
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+class ImagePairs:
+    """A fixed set of encoded images (latents [N, C, h, w] or codes [N, h, w]) with their
+    captions (a list of references per image). Yields (image, captions)."""
+
+    def __init__(self, images: torch.Tensor, captions: list[list[str]], seed: int = 0) -> None:
+        if images.shape[0] != len(captions):
+            raise ValueError(f"{images.shape[0]} images but {len(captions)} caption lists: the cached "
+                             f"image set is inconsistent, rerun python -m data.prepare")
+        self.images, self.captions = images, captions
+        self.sampler = EpochSampler(images.shape[0], seed)
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        i = self.sampler.next()
+        return self.images[i], self.captions[i]
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+@dataclass
+class StreamConfig:
+    seq_len: int = 256
+    batch_rows: int = 8
+    text_share: float = 0.5  # fraction of elements from text documents (paper: 1:1)
+    caption_first: float = 0.8  # paper sec 4.1
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.text_share <= 1.0:
+            raise ValueError(f"text_share={self.text_share} must be in [0, 1]")
+        if not 0.0 <= self.caption_first <= 1.0:
+            raise ValueError(f"caption_first={self.caption_first} must be in [0, 1]")
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows={self.batch_rows} must be >= 1")
+
+
+class MixedStream:
+    """Batches of packed rows from a text source and an image-caption source.
+
+    encode_caption: str -> token ids [n]. patches_per_image: elements per image (Transfusion
+    latent patches, or Chameleon codes). Either source may be None when its share is 0.
+    """
+
+    def __init__(self, cfg: StreamConfig, special: SpecialTokens, patches_per_image: int,
+                 text: Source | None, pairs: Source | None,
+                 encode_caption: Callable[[str], torch.Tensor] | None = None) -> None:
+        cfg.validate()
+        if text is None and cfg.text_share > 0:
+            raise ValueError(f"text_share={cfg.text_share} but no text source was given")
+        if pairs is None and cfg.text_share < 1:
+            raise ValueError(f"text_share={cfg.text_share} leaves room for images but no image source was given")
+        if pairs is not None and encode_caption is None:
+            raise ValueError("an image-caption source needs encode_caption (a tokenizer)")
+        self.cfg, self.text, self.pairs, self.encode_caption = cfg, text, pairs, encode_caption
+        self.packer = Packer(cfg.seq_len, special, patches_per_image)
+        self.patches = patches_per_image
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.text_elements = 0
+        self.pair_elements = 0
+
+    def _uniform(self) -> float:
+        return float(torch.rand((), generator=self.rng))
+
+    def next_example(self) -> list:
+        """The next example's segments, from the side that is behind its share."""
+        total = self.text_elements + self.pair_elements
+        use_text = self.cfg.text_share > 0 and (
+            self.cfg.text_share == 1 or self.text_elements <= self.cfg.text_share * total)
+        if use_text:
+            ids = self.text.next()
+            self.text_elements += ids.numel() + 2  # BOS, EOS
+            return [Text(ids)]
+        image, captions = self.pairs.next()
+        pick = min(int(self._uniform() * len(captions)), len(captions) - 1)
+        ids = torch.as_tensor(self.encode_caption(captions[pick]), dtype=torch.long)
+        self.pair_elements += ids.numel() + self.patches + 4  # BOS, BOI, EOI, EOS
+        if self._uniform() < self.cfg.caption_first:
+            return [Text(ids), Image(image)]
+        return [Image(image), Text(ids)]
+
+    def next_batch(self) -> PackedBatch:
+        """The next batch_rows full rows."""
+        while self.packer.ready() < self.cfg.batch_rows:
+            self.packer.add(self.next_example())
+        return self.packer.pop(self.cfg.batch_rows)
+
+    def state_dict(self) -> dict:
+        return {
+            "rng": self.rng.get_state(),
+            "text_elements": self.text_elements,
+            "pair_elements": self.pair_elements,
+            "text": self.text.state_dict() if self.text is not None else None,
+            "pairs": self.pairs.state_dict() if self.pairs is not None else None,
+            "packer": self.packer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.set_state(state["rng"])
+        self.text_elements, self.pair_elements = state["text_elements"], state["pair_elements"]
+        if self.text is not None:
+            self.text.load_state_dict(state["text"])
+        if self.pairs is not None:
+            self.pairs.load_state_dict(state["pairs"])
+        self.packer.load_state_dict(state["packer"])

@@ -1,0 +1,111 @@
+"""The mixed training stream: exact resume, mixing ratios, caption order."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from data.stream import EpochSampler, ImagePairs, MixedStream, StreamConfig, TokenDocuments
+from model.batch import IMAGE, SpecialTokens
+
+SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, boi=3, eoi=4)
+P = 16
+
+
+def _sources(seed=0, n_docs=40, n_images=30):
+    g = torch.Generator().manual_seed(123)
+    lengths = torch.randint(3, 90, (n_docs,), generator=g)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    tokens = torch.randint(5, 100, (int(offsets[-1]),), generator=g, dtype=torch.int32)
+    latents = torch.randn(n_images, 4, 8, 8, generator=g)
+    captions = [[f"caption {i} a", f"caption {i} bb"] for i in range(n_images)]
+    return TokenDocuments(tokens, offsets, seed), ImagePairs(latents, captions, seed)
+
+
+def _encode(text: str) -> torch.Tensor:
+    return torch.tensor([5 + (ord(c) % 90) for c in text])
+
+
+def _stream(cfg=None, seed=0):
+    text, pairs = _sources(seed)
+    return MixedStream(cfg or StreamConfig(seq_len=64, batch_rows=4, seed=seed), SPECIAL, P, text, pairs, _encode)
+
+
+def _same(a, b):
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in
+               ("tokens", "modality", "image_id", "doc_id", "position", "images", "image_first"))
+
+
+def test_restore_gives_identical_batches_through_a_file():
+    reference = _stream()
+    batches = [reference.next_batch() for _ in range(12)]
+    interrupted = _stream()
+    for _ in range(5):
+        interrupted.next_batch()
+    buf = io.BytesIO()
+    torch.save(interrupted.state_dict(), buf)
+    buf.seek(0)
+    resumed = _stream()
+    resumed.load_state_dict(torch.load(buf, weights_only=False))
+    for expected in batches[5:]:
+        assert _same(resumed.next_batch(), expected)
+
+
+def test_same_seed_same_batches_and_other_seed_differs():
+    a, b, c = _stream(), _stream(), _stream(seed=1)
+    ba, bb, bc = a.next_batch(), b.next_batch(), c.next_batch()
+    assert _same(ba, bb) and not _same(ba, bc)
+
+
+def test_text_and_image_elements_mix_one_to_one():
+    stream = _stream(StreamConfig(seq_len=128, batch_rows=8))
+    for _ in range(30):
+        stream.next_batch()
+    ratio = stream.text_elements / (stream.text_elements + stream.pair_elements)
+    assert abs(ratio - 0.5) < 0.03
+    # The counters agree with what the batches hold (padding excluded).
+    stream2 = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.25))
+    n_real = sum(stream2.next_batch().num_elements for _ in range(30))
+    held = sum(r.used for r in stream2.packer.full) + stream2.packer.row.used
+    assert n_real + held == stream2.text_elements + stream2.pair_elements
+    assert abs(stream2.text_elements / (n_real + held) - 0.25) < 0.03
+
+
+def test_caption_first_share_and_extreme_shares():
+    stream = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0))
+    flags = torch.cat([stream.next_batch().image_first for _ in range(40)])
+    assert abs(flags.float().mean().item() - 0.2) < 0.06
+    text_only = _stream(StreamConfig(seq_len=64, batch_rows=4, text_share=1.0))
+    assert not (text_only.next_batch().modality == IMAGE).any()
+    images_only = _stream(StreamConfig(seq_len=64, batch_rows=4, text_share=0.0))
+    b = images_only.next_batch()
+    for r in range(b.doc_id.shape[0]):  # every document of every row holds an image
+        docs = set(b.doc_id[r][b.doc_id[r] >= 0].tolist())
+        assert docs == set(b.doc_id[r][b.modality[r] == IMAGE].tolist())
+
+def test_epoch_sampler_covers_every_item_once_per_epoch_and_resumes():
+    s = EpochSampler(7, seed=3)
+    first, second = [s.next() for _ in range(7)], [s.next() for _ in range(7)]
+    assert sorted(first) == list(range(7)) == sorted(second) and first != second
+    t = EpochSampler(7, seed=3)
+    for _ in range(10):
+        t.next()
+    u = EpochSampler(7, seed=3)
+    u.load_state_dict(t.state_dict())
+    assert [t.next() for _ in range(9)] == [u.next() for _ in range(9)]
+
+
+def test_clear_errors():
+    text, pairs = _sources()
+    with pytest.raises(ValueError, match="text_share"):
+        StreamConfig(text_share=1.5).validate()
+    with pytest.raises(ValueError, match="no image source"):
+        MixedStream(StreamConfig(), SPECIAL, P, text, None, _encode)
+    with pytest.raises(ValueError, match="empty"):
+        EpochSampler(0, 0)
+    with pytest.raises(ValueError, match="corrupt"):
+        TokenDocuments(torch.zeros(10, dtype=torch.int32), torch.tensor([0, 4, 9]))
+    with pytest.raises(ValueError, match="inconsistent"):
+        ImagePairs(torch.zeros(3, 4, 8, 8), [["a"]] * 2)
