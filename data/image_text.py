@@ -7,9 +7,9 @@ image_size=None images come back as stored.
 
 - WebDataset tar shards (`WebDatasetReader`): streamed with the stdlib tarfile module, one
   member at a time; members are grouped into samples by key (directory + basename up to the
-  first dot), as WebDataset writes them. Deterministic order (shards in the order given, a glob
-  sorted; members in tar order), optionally shuffled per epoch from a seed; the position
-  (epoch, shard, sample) is saved and restored with state_dict / load_state_dict.
+  first dot), as WebDataset writes them. Deterministic order (shards as data/shards.py lists
+  them; members in tar order), optionally shuffled per epoch from a seed; the position (epoch,
+  shard, sample) is saved and restored with state_dict / load_state_dict.
 - COCO captions JSON + image folder (`CocoCaptions`) and Karpathy's split file
   dataset_coco.json (`KarpathyCaptions`, e.g. the 5k test split for captioning evaluation):
   indexable; all captions of an image are its references.
@@ -17,11 +17,9 @@ image_size=None images come back as stored.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
-import re
 import tarfile
 import warnings
 from collections import Counter, defaultdict
@@ -34,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from data.records import ImageCaption
+from data.shards import expand_shards
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
@@ -79,40 +78,6 @@ def decode_image(data: bytes | Path, name: str, image_size: int | None = 256, re
 # ----------------------------------------------------------------------------- WebDataset shards
 
 
-def _expand_braces(pattern: str) -> list[str]:
-    """Expand WebDataset's numeric ranges: "shard-{000..002}.tar" -> shard-000.tar .. shard-002.tar."""
-    m = re.search(r"\{(\d+)\.\.(\d+)\}", pattern)
-    if m is None:
-        return [pattern]
-    lo, hi, width = int(m.group(1)), int(m.group(2)), len(m.group(1))
-    head, tail = pattern[:m.start()], pattern[m.end():]
-    return [p for i in range(lo, hi + 1) for p in _expand_braces(f"{head}{i:0{width}d}{tail}")]
-
-
-def expand_shards(shards: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Shard paths from a pattern (glob and/or {a..b} ranges) or a list of patterns/paths.
-
-    A glob's matches are sorted; a list keeps its order. Missing explicit paths, globs that match
-    nothing and an empty result are errors.
-    """
-    patterns = [shards] if isinstance(shards, (str, Path)) else list(shards)
-    if not patterns:
-        raise ValueError("empty shard list: give .tar paths, a glob or a {000..099} range")
-    out: list[Path] = []
-    for pattern in patterns:
-        for p in _expand_braces(str(pattern)):
-            if glob.has_magic(p):
-                matches = sorted(glob.glob(p))
-                if not matches:
-                    raise FileNotFoundError(f"no shards match {p!r}")
-                out += [Path(m) for m in matches]
-            elif not os.path.isfile(p):
-                raise FileNotFoundError(f"shard {p} not found")
-            else:
-                out.append(Path(p))
-    return out
-
-
 def _split_name(name: str) -> tuple[str, str] | None:
     """Tar member name -> (key, extension), WebDataset's rule: the key is the directory plus the
     basename up to its first dot; the extension is the rest, lowercased."""
@@ -123,7 +88,7 @@ def _split_name(name: str) -> tuple[str, str] | None:
     return (f"{directory}/{stem}" if directory else stem), ext.lower()
 
 
-def _tar_samples(path: Path, skip: int) -> Iterator[tuple[int, str, dict[str, bytes]]]:
+def _tar_samples(path: str, skip: int) -> Iterator[tuple[int, str, dict[str, bytes]]]:
     """Stream one shard as (sample index, key, {extension: bytes}). Consecutive members sharing a
     key form a sample. The first `skip` samples are passed over without reading their data."""
     index, key, files = -1, None, {}
@@ -168,7 +133,7 @@ class WebDatasetReader:
     def __init__(self, shards: str | Path | Sequence[str | Path], image_size: int | None = 256, resize: bool = True,
                  caption_field: str = "caption", loop: bool = False, shuffle_shards: bool = False, seed: int = 0,
                  rank: int = 0, world_size: int = 1, skip_corrupt: bool = False):
-        self.shards = expand_shards(shards)
+        self.shards = expand_shards(shards, what="shard")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         if len(self.shards) < world_size:
@@ -179,7 +144,7 @@ class WebDatasetReader:
         self.skipped: Counter = Counter()
         self._epoch, self._shard, self._sample = 0, 0, 0
 
-    def shard_order(self, epoch: int) -> list[Path]:
+    def shard_order(self, epoch: int) -> list[str]:
         """The shards this rank reads in `epoch`, in order."""
         order = self.shards
         if self.shuffle_shards:
@@ -195,7 +160,7 @@ class WebDatasetReader:
     def load_state_dict(self, state: dict) -> None:
         self._epoch, self._shard, self._sample = int(state["epoch"]), int(state["shard"]), int(state["sample"])
 
-    def _record(self, path: Path, key: str, files: dict[str, bytes]) -> ImageCaption | str:
+    def _record(self, path: str, key: str, files: dict[str, bytes]) -> ImageCaption | str:
         """A sample -> ImageCaption, or the reason it is skipped."""
         image_ext = next((e for e in files if e.rsplit(".", 1)[-1] in IMAGE_EXTS), None)
         if image_ext is None:

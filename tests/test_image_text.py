@@ -19,7 +19,7 @@ from PIL import Image
 
 from data import fashion_mnist as fm
 from data.image_text import (CocoCaptions, ImageTextConfig, KarpathyCaptions, WebDatasetReader, decode_image,
-                             expand_shards, open_image_text)
+                             open_image_text)
 
 S = 8  # image side used throughout: images are written at S x S so that png round trips are exact
 
@@ -177,12 +177,6 @@ def test_webdataset_ranks_split_shards(tmp_path):
     paths, expected = _shards(tmp_path, n_shards=4, per_shard=2)
     parts = [_keys(WebDatasetReader(paths, image_size=S, rank=r, world_size=2)) for r in range(2)]
     assert not set(parts[0]) & set(parts[1]) and sorted(parts[0] + parts[1]) == sorted(expected)
-
-
-def test_shard_patterns(tmp_path):
-    paths, _ = _shards(tmp_path, n_shards=3, per_shard=1)
-    assert expand_shards(str(tmp_path / "shard-{000..002}.tar")) == paths
-    assert expand_shards([paths[2], str(tmp_path / "shard-00[01].tar")]) == [paths[2], paths[0], paths[1]]
 
 
 def test_webdataset_errors(tmp_path):
