@@ -1,0 +1,282 @@
+"""Build the embedded default data set offline: `python -m data.prepare [--data-dir DIR]`.
+
+Steps, each skipped when the manifest records it done with the same settings and its files
+exist (so a second call does nothing, and an interrupted call resumes at the step it was in):
+  text        offline corpora -> train / held-out JSONL         (data/corpora.py)
+  tokenizer   byte-level BPE on the training text                (data/tokenizer.py)
+  tokens      all text tokenized once into flat arrays
+  images      the shapes world (and optionally Fashion-MNIST) rendered to uint8 tensors
+  autoencoders  a KL VAE and a VQ-VAE per image dataset, trained here; PSNR and, for shapes,
+              the checker's recognition rate of reconstructed scenes are recorded
+  encoded     latents and code grids of every image split, computed once
+Every file is written to a temporary name and renamed; the manifest is rewritten after each
+step. The layout is described in data/embedded.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from data.autoencoder_train import train_autoencoder
+from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
+from data.corpora import DEFAULT_CORPORA, ROLES, prepared_paths, write_corpus_text
+from data.embedded import Paths, default_data_dir, save_atomic
+from data.text_readers import TextReader, TextSpec
+from data.tokenizer import Tokenizer
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass
+class PrepareConfig:
+    vocab_size: int = 2048
+    corpora: tuple[str, ...] = DEFAULT_CORPORA
+    datasets: tuple[str, ...] = ("shapes",)  # add "fashion-mnist" for the real-image option
+    image_size: int = 32
+    train_images: int = 20000  # shapes train split (Fashion-MNIST uses its own 60k/10k)
+    eval_images: int = 1000  # shapes val and test
+    ae_steps: int = 1200
+    ae_batch: int = 16
+    seed: int = 0
+
+
+class Prepare:
+    def __init__(self, root: Path, cfg: PrepareConfig, log: Callable[[str], None] = print) -> None:
+        self.paths, self.cfg, self.log = Paths(root), cfg, log
+        self.root = root
+        self.manifest = json.loads(self.paths.manifest.read_text()) if self.paths.manifest.exists() else {}
+        self.manifest.setdefault("steps", {})
+
+    def _write_manifest(self) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.paths.manifest.with_name(".manifest.json.tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+        os.replace(tmp, self.paths.manifest)
+
+    def step(self, name: str, params: dict, outputs: list[Path], build: Callable[[], dict]) -> dict:
+        """Run `build` unless the manifest has this step with equal params and its outputs exist."""
+        params = json.loads(json.dumps(params))  # as the manifest stores it (tuples -> lists)
+        done = self.manifest["steps"].get(name)
+        if done and done["params"] == params and all(p.exists() for p in outputs):
+            self.log(f"[prepare] {name}: up to date")
+            return done["stats"]
+        self.log(f"[prepare] {name}: building ...")
+        start = time.time()
+        stats = build()
+        stats["seconds"] = round(time.time() - start, 1)
+        self.manifest["steps"][name] = {"params": params, "stats": stats}
+        self._write_manifest()
+        self.log(f"[prepare] {name}: done in {stats['seconds']} s {json.dumps(_brief(stats))}")
+        return stats
+
+    # ------------------------------------------------------------------ text
+
+    def text(self) -> None:
+        params = {"corpora": list(self.cfg.corpora)}
+        self.step("text", params, [self.root / "text" / "manifest.json"],
+                  lambda: write_corpus_text(self.root, self.cfg.corpora, progress=self.log)["stats"])
+
+    def tokenizer(self) -> None:
+        def build() -> dict:
+            docs = TextReader(TextSpec(prepared_paths(self.root, "train")))
+            tok = Tokenizer.train(docs, self.cfg.vocab_size, self.paths.tokenizer)
+            return {"vocab_size": tok.vocab_size}
+
+        self.step("tokenizer", {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora)},
+                  [self.paths.tokenizer], build)
+
+    def tokens(self) -> None:
+        roles = {role: corpus for role, corpus in ROLES.items() if corpus in self.cfg.corpora}
+        names = {"train": prepared_paths(self.root, "train")}
+        names.update({f"heldout_{role}": prepared_paths(self.root, "heldout", [c]) for role, c in roles.items()})
+
+        def build() -> dict:
+            tok = Tokenizer.load(self.paths.tokenizer)
+            stats = {}
+            for name, files in names.items():
+                tokens, offsets = _tokenize(tok, TextReader(TextSpec(files)))
+                save_atomic({"tokens": tokens, "offsets": offsets}, self.paths.tokens(name))
+                stats[name] = {"docs": offsets.numel() - 1, "tokens": tokens.numel()}
+            return stats
+
+        params = {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora)}
+        self.step("tokens", params, [self.paths.tokens(n) for n in names], build)
+
+    # ------------------------------------------------------------------ images
+
+    def images(self, dataset: str) -> None:
+        c = self.cfg
+        params = {"image_size": c.image_size, "seed": c.seed}
+        if dataset == "shapes":
+            params.update(train=c.train_images, eval=c.eval_images)
+        outputs = [self.paths.images(dataset, s) for s in SPLITS]
+
+        def build() -> dict:
+            stats = {}
+            for split, data in _render(dataset, c).items():
+                save_atomic(data, self.paths.images(dataset, split))
+                stats[split] = int(data["images"].shape[0])
+            return stats
+
+        self.step(f"images/{dataset}", params, outputs, build)
+
+    def autoencoders(self, dataset: str) -> None:
+        c = self.cfg
+        for kind in ("kl", "vq"):
+            out = self.paths.autoencoder(dataset, kind)
+            ae_cfg = AutoencoderConfig(kind=kind, image_size=c.image_size)
+            params = {"config": dataclasses.asdict(ae_cfg), "steps": c.ae_steps, "batch": c.ae_batch,
+                      "seed": c.seed, "images": self.manifest["steps"][f"images/{dataset}"]["params"]}
+
+            def build(kind=kind, out=out, ae_cfg=ae_cfg) -> dict:
+                train = torch.load(self.paths.images(dataset, "train"), weights_only=False)["images"]
+                log = lambda rec: self.log(f"[prepare]   {dataset}/{kind} {json.dumps(rec)}")  # noqa: E731
+                ae = train_autoencoder(ae_cfg, train, c.ae_steps, c.ae_batch, seed=c.seed, log=log, log_every=250)
+                ae.save(out)
+                return _reconstruction_stats(ae, torch.load(self.paths.images(dataset, "val"), weights_only=False),
+                                             dataset)
+
+            self.step(f"autoencoders/{dataset}/{kind}", params, [out], build)
+
+    def encoded(self, dataset: str) -> None:
+        for kind in ("kl", "vq"):
+            outputs = [self.paths.encoded(dataset, s, kind) for s in SPLITS]
+            params = {"autoencoder": self.manifest["steps"][f"autoencoders/{dataset}/{kind}"]["params"]}
+
+            def build(kind=kind) -> dict:
+                ae = load_autoencoder(self.paths.autoencoder(dataset, kind))
+                shapes = {}
+                for split in SPLITS:
+                    images = torch.load(self.paths.images(dataset, split), weights_only=False)["images"]
+                    codes = encode_dataset(ae, images)
+                    save_atomic(codes, self.paths.encoded(dataset, split, kind))
+                    shapes[split] = list(codes.shape)
+                return {"shapes": shapes}
+
+            self.step(f"encoded/{dataset}/{kind}", params, outputs, build)
+
+    def run(self) -> dict:
+        self.manifest["config"] = dataclasses.asdict(self.cfg)
+        self.text()
+        self.tokenizer()
+        self.tokens()
+        for dataset in self.cfg.datasets:
+            self.images(dataset)
+            self.autoencoders(dataset)
+            self.encoded(dataset)
+        return self.manifest
+
+
+def _tokenize(tok: Tokenizer, docs, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Documents -> flat int32 tokens and int64 offsets [n_docs + 1], batched through the
+    tokenizer's parallel encoder."""
+    pieces, lengths, batch = [], [], []
+
+    def flush() -> None:
+        for ids in tok.encode_batch(batch):
+            pieces.append(torch.tensor(ids, dtype=torch.int32))
+            lengths.append(len(ids))
+        batch.clear()
+
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == chunk:
+            flush()
+    flush()
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
+    offsets[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
+    return (torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.int32)), offsets
+
+
+def _render(dataset: str, cfg: PrepareConfig) -> dict:
+    """split -> {images uint8 [N,3,H,W], captions [[str]], meta [dict]}."""
+    if dataset == "shapes":
+        from data.shapes import ShapesConfig, ShapesWorld
+
+        world = ShapesWorld(ShapesConfig(seed=cfg.seed, image_size=cfg.image_size,
+                                         n_val=cfg.eval_images, n_test=cfg.eval_images))
+        sizes = {"train": cfg.train_images, "val": cfg.eval_images, "test": cfg.eval_images}
+        out = {}
+        for split, n in sizes.items():
+            samples = [world.sample(split, i) for i in range(n)]
+            out[split] = {"images": torch.stack([s.image for s in samples]),
+                          "captions": [s.captions for s in samples],
+                          "meta": [{"scene": s.meta["scene"].key(),
+                                    "captions": [c.to_dict() for c in s.meta["captions"]]} for s in samples]}
+        return out
+    if dataset == "fashion-mnist":
+        from data.fashion_mnist import FashionMNIST
+
+        train = FashionMNIST(split="train", image_size=cfg.image_size)
+        test = FashionMNIST(split="test", image_size=cfg.image_size)
+        # Fashion-MNIST has no validation split: its test set is cut in half, deterministically.
+        half = len(test) // 2
+        parts = {"train": (train, range(len(train))), "val": (test, range(half)), "test": (test, range(half, len(test)))}
+        return {split: {"images": src.images()[list(idx)],
+                        "captions": [src[i].captions for i in idx],
+                        "meta": [{"label": int(src.labels[i])} for i in idx]} for split, (src, idx) in parts.items()}
+    raise ValueError(f"unknown image dataset {dataset!r}; valid: shapes, fashion-mnist")
+
+
+def _reconstruction_stats(ae, val: dict, dataset: str, n: int = 500) -> dict:
+    """PSNR of reconstructed held-out images; for shapes also how often the checker still finds
+    every object of the scene's full description in the reconstruction."""
+    images = val["images"][:n]
+    recon = ae.decode(ae.encode(images))
+    stats = {"val_psnr": round(psnr(recon, images), 2), "val_images": int(images.shape[0])}
+    if dataset == "shapes":
+        from data.checker import check
+        from data.shapes import Caption
+
+        full = [Caption.from_dict(m["captions"][0]) for m in val["meta"][:n]]
+        stats["checker_on_reconstructions"] = round(
+            sum(check(img, cap)["passed"] for img, cap in zip(recon, full)) / len(full), 4)
+        stats["checker_on_originals"] = round(
+            sum(check(img, cap)["passed"] for img, cap in zip(images, full)) / len(full), 4)
+    return stats
+
+
+def _brief(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k != "seconds" and not isinstance(v, dict)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=None, help="default: $TRANSFUSION_DATA_DIR or ./data_cache")
+    defaults = PrepareConfig()
+    for f in dataclasses.fields(PrepareConfig):
+        value = getattr(defaults, f.name)
+        if isinstance(value, tuple):
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: tuple(s.split(",")), default=value,
+                            help=f"comma-separated (default: {','.join(value)})")
+        else:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
+                            help=f"(default: {value})")
+    args = ap.parse_args(argv)
+    root = args.data_dir or default_data_dir()
+    if root.exists() and not root.is_dir():
+        print(f"error: --data-dir {root} is a file, not a directory", file=sys.stderr)
+        return 2
+    cfg = PrepareConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PrepareConfig)})
+    try:
+        manifest = Prepare(root, cfg).run()
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[prepare] embedded data ready in {root}")
+    for name, step in manifest["steps"].items():
+        print(f"  {name:28s} {json.dumps(_brief(step['stats']))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`python -m data.prepare` builds the embedded default offline, and a second call does nothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from data.corpora import get_corpus
+from data.embedded import EmbeddedData
+from data.prepare import Prepare, PrepareConfig, main
+from data.stream import MixedStream, StreamConfig
+
+CORPORA = ("wordnet", "fortunes")
+TINY = PrepareConfig(vocab_size=300, corpora=CORPORA, train_images=48, eval_images=16, ae_steps=3, ae_batch=8)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    for name in CORPORA:
+        spec = get_corpus(name)
+        if not spec.available():
+            pytest.skip(f"needs the Debian package {spec.debian_package} (apt-get install {spec.debian_package})")
+    root = tmp_path_factory.mktemp("data")
+    lines: list[str] = []
+    Prepare(root, TINY, log=lines.append).run()
+    return root, lines
+
+
+def test_second_call_does_nothing(prepared):
+    root, first = prepared
+    assert any("building" in line for line in first)
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    again: list[str] = []
+    Prepare(root, TINY, log=again.append).run()
+    assert again and all("up to date" in line for line in again), again
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_prepared_data_feeds_the_stream(prepared):
+    root, _ = prepared
+    data = EmbeddedData(root)
+    tok = data.tokenizer
+    assert tok.vocab_size <= 300
+    latents = data.encoded("shapes", "train", "kl")
+    codes = data.encoded("shapes", "val", "vq")
+    assert latents.shape == (48, 8, 8, 8) and codes.shape == (16, 8, 8)
+    assert 0 <= int(codes.min()) and int(codes.max()) < data.autoencoder("shapes", "vq").codebook_size
+    wiki = data.text_documents("heldout_wiki")
+    assert wiki.next().numel() > 0
+    stream = MixedStream(StreamConfig(seq_len=96, batch_rows=2), tok.special, 16, data.text_documents("train"),
+                         data.pairs("shapes", "train", "kl"), lambda s: torch.tensor(tok.encode(s)))
+    batch = stream.next_batch()
+    assert batch.images.shape[1:] == (8, 8, 8) and batch.num_elements > 0
+    stats = data.manifest["steps"]["autoencoders/shapes/kl"]["stats"]
+    assert {"val_psnr", "checker_on_reconstructions", "checker_on_originals"} <= set(stats)
+    assert stats["checker_on_originals"] >= 0.99
+
+
+def test_changed_setting_rebuilds_only_what_depends_on_it(prepared, tmp_path):
+    root, _ = prepared
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    lines: list[str] = []
+    Prepare(copy, PrepareConfig(**{**TINY.__dict__, "ae_steps": 4}), log=lines.append).run()
+    rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
+    assert rebuilt == {"autoencoders/shapes/kl", "autoencoders/shapes/vq", "encoded/shapes/kl", "encoded/shapes/vq"}
+
+
+def test_clear_errors(prepared, tmp_path, capsys):
+    root, _ = prepared
+    with pytest.raises(FileNotFoundError, match="python -m data.prepare"):
+        EmbeddedData(tmp_path / "nothing")
+    data = EmbeddedData(root)
+    with pytest.raises(ValueError, match="unknown autoencoder kind"):
+        data.encoded("shapes", "train", "vae")
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(root, broken)
+    (broken / "tokens" / "train.pt").write_bytes(b"not a tensor file")
+    with pytest.raises(ValueError, match="unreadable"):
+        EmbeddedData(broken).text_documents("train")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert main(["--data-dir", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
