@@ -107,6 +107,47 @@ class ImagePairs:
         self.sampler.load_state_dict(state)
 
 
+class TokenizedText:
+    """Real-scale text: documents from a resumable reader (data.text_readers.TextReader, e.g.
+    JSONL or parquet shards with repeat=True), tokenized as they are read. Yields ids [n]."""
+
+    def __init__(self, reader, encode: Callable[[str], list[int]]) -> None:
+        self.reader, self.encode = reader, encode
+
+    def next(self) -> torch.Tensor:
+        return torch.tensor(self.encode(self.reader.next()), dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        return self.reader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reader.load_state_dict(state)
+
+
+class EncodedImages:
+    """Real-scale image-caption pairs: records from a resumable reader (e.g.
+    data.image_text.WebDatasetReader with loop=True), encoded by an autoencoder as they are
+    read (data.autoencoders.ImageAutoencoder: KL latents or VQ codes). Yields (image, captions)."""
+
+    def __init__(self, reader, autoencoder) -> None:
+        self.reader, self.autoencoder = reader, autoencoder
+        self._records = iter(reader)
+
+    def next(self) -> tuple[torch.Tensor, list[str]]:
+        try:
+            record = next(self._records)
+        except StopIteration:
+            raise ValueError("the image-caption reader ran out: open it with loop=True for training") from None
+        return self.autoencoder.encode(record.image[None])[0].cpu(), record.captions
+
+    def state_dict(self) -> dict:
+        return self.reader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reader.load_state_dict(state)
+        self._records = iter(self.reader)  # a fresh pass starts at the restored position
+
+
 @dataclass
 class StreamConfig:
     seq_len: int = 256
