@@ -47,6 +47,7 @@ class PrepareConfig:
     ae_steps: int = 1200
     ae_batch: int = 16
     seed: int = 0
+    tokenizer: str = ""  # an existing tokenizer.json to use instead of training one
 
 
 class Prepare:
@@ -87,12 +88,16 @@ class Prepare:
 
     def tokenizer(self) -> None:
         def build() -> dict:
-            docs = TextReader(TextSpec(prepared_paths(self.root, "train")))
-            tok = Tokenizer.train(docs, self.cfg.vocab_size, self.paths.tokenizer)
+            if self.cfg.tokenizer:  # the user's own: checked for the special tokens, then stored
+                tok = Tokenizer.load(self.cfg.tokenizer)
+                tok.save(self.paths.tokenizer)
+            else:
+                docs = TextReader(TextSpec(prepared_paths(self.root, "train")))
+                tok = Tokenizer.train(docs, self.cfg.vocab_size, self.paths.tokenizer)
             return {"vocab_size": tok.vocab_size}
 
-        self.step("tokenizer", {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora)},
-                  [self.paths.tokenizer], build)
+        params = {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora), "given": self.cfg.tokenizer}
+        self.step("tokenizer", params, [self.paths.tokenizer], build)
 
     def tokens(self) -> None:
         roles = {role: corpus for role, corpus in ROLES.items() if corpus in self.cfg.corpora}
@@ -108,7 +113,7 @@ class Prepare:
                 stats[name] = {"docs": offsets.numel() - 1, "tokens": tokens.numel()}
             return stats
 
-        params = {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora)}
+        params = self.manifest["steps"]["tokenizer"]["params"]
         self.step("tokens", params, [self.paths.tokens(n) for n in names], build)
 
     # ------------------------------------------------------------------ images

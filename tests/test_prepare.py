@@ -84,3 +84,18 @@ def test_clear_errors(prepared, tmp_path, capsys):
     a_file.write_text("x")
     assert main(["--data-dir", str(a_file)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_a_given_tokenizer_replaces_training(prepared, tmp_path):
+    import shutil
+
+    root, _ = prepared
+    given = tmp_path / "mine.json"
+    shutil.copy(root / "tokenizer.json", given)
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    lines: list[str] = []
+    Prepare(copy, PrepareConfig(**{**TINY.__dict__, "tokenizer": str(given)}), log=lines.append).run()
+    rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
+    assert rebuilt == {"tokenizer", "tokens"}
+    assert (copy / "tokenizer.json").read_bytes() == given.read_bytes()
