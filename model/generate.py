@@ -53,7 +53,7 @@ def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None,
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
 
 
-class _Context:
+class DecodingContext:
     """The growing sequence of B rows. `run` feeds new input vectors [B, q, dim] with their
     positions, doc and image ids [B, q] and returns the backbone outputs [B, q, dim]; with
     commit=False the new elements are forgotten afterwards (a denoising step)."""
@@ -98,7 +98,7 @@ class _Decoder:
         p = model.cfg.patch
         self.n_patches, self.latent_shape = p.num_patches, (p.latent_channels, p.latent_size, p.latent_size)
         self.param = next(model.parameters())
-        self.ctx = _Context(model, use_cache)
+        self.ctx = DecodingContext(model, use_cache)
         self.uncond = None  # the BOS BOI context for guidance, built on first use
         self.next_image_id = 0
 
@@ -137,7 +137,7 @@ class _Decoder:
         self.pos = self.pos + rows.long()
         return self.model.head(h[:, -1])
 
-    def _image_pass(self, ctx: _Context, rows, start_pos, x_t, t, commit: bool) -> torch.Tensor:
+    def _image_pass(self, ctx: DecodingContext, rows, start_pos, x_t, t, commit: bool) -> torch.Tensor:
         b, p = x_t.shape[0], self.n_patches
         pos = start_pos[:, None] + torch.arange(p, device=x_t.device)
         doc = torch.where(rows, 0, -1)[:, None].expand(b, p)
@@ -158,7 +158,7 @@ class _Decoder:
         model_fn = cond
         if cfg.cfg_scale != 1.0:
             if self.uncond is None:
-                self.uncond = _Context(self.model, self.use_cache)
+                self.uncond = DecodingContext(self.model, self.use_cache)
                 sp = self.special
                 ids = torch.tensor([[sp.bos, sp.boi]], device=dev).expand(b, 2)
                 self.uncond.run(self.model.tok_emb(ids), torch.arange(2, device=dev).expand(b, 2),
