@@ -160,7 +160,11 @@ class ImageAutoencoder:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "ImageAutoencoder":
         """Move (and optionally cast, e.g. a pretrained VAE to bf16 on GPU) the model; returns self."""
-        self.model.to(device=device, dtype=dtype)
+        # Only pass what changes: diffusers warns about any dtype argument, even None.
+        if dtype is None:
+            self.model.to(device)
+        else:
+            self.model.to(device=device, dtype=dtype)
         return self
 
     def check_images(self, images: torch.Tensor) -> None:

@@ -250,8 +250,15 @@ def _reconstruction_stats(ae, val: dict, dataset: str, n: int = 500) -> dict:
     return stats
 
 
-def _brief(stats: dict) -> dict:
-    return {k: v for k, v in stats.items() if k != "seconds" and not isinstance(v, dict)}
+def _brief(stats: dict, prefix: str = "") -> dict:
+    """Stats flattened to one line (nested keys dotted), without timings."""
+    out = {}
+    for k, v in stats.items():
+        if isinstance(v, dict):
+            out.update(_brief(v, f"{prefix}{k}."))
+        elif k != "seconds":
+            out[prefix + k] = v
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
