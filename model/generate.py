@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from model.batch import PAD, Image, Segment, SpecialTokens, Text, layout
 from model.diffusion import Diffusion, guided
@@ -54,11 +55,12 @@ def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None,
 
 
 class DecodingContext:
-    """The growing sequence of B rows. `run` feeds new input vectors [B, q, dim] with their
+    """The growing sequence of B rows of a model with `.backbone`, `.cfg.backbone` and
+    `.bidirectional_images` (Transfusion, or the Chameleon baseline). `run` feeds new input vectors [B, q, dim] with their
     positions, doc and image ids [B, q] and returns the backbone outputs [B, q, dim]; with
     commit=False the new elements are forgotten afterwards (a denoising step)."""
 
-    def __init__(self, model: Transfusion, use_cache: bool) -> None:
+    def __init__(self, model: nn.Module, use_cache: bool) -> None:
         self.model, self.use_cache = model, use_cache
         self.cache = None
         self.x = self.pos = self.doc = self.img = None  # committed inputs (uncached mode)

@@ -76,3 +76,19 @@ def block_mask(doc_id: torch.Tensor, image_id: torch.Tensor, bidirectional_image
                        image_id[b, q_idx], image_id[b, kv_idx], bidirectional_images)
 
     return create_block_mask(mask_mod, batch, None, length, length, device=doc_id.device)
+
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+
+
+def attention_mask(doc_id: torch.Tensor, image_id: torch.Tensor, bidirectional_images: bool,
+                   backend: str = "auto") -> AttentionMask:
+    """The training/prefill mask for rows doc_id, image_id [B, L] on the chosen backend:
+    "auto" = FlexAttention block masks on CUDA, dense SDPA masks elsewhere."""
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention={backend!r}: expected one of {ATTENTION_BACKENDS}")
+    use_flex = backend == "flex" or (backend == "auto" and doc_id.is_cuda)
+    if use_flex and not doc_id.is_cuda and torch.is_grad_enabled():
+        raise ValueError("attention='flex' has no backward pass on CPU in torch: "
+                         "use attention='sdpa' (or 'auto') to train on CPU")
+    return (block_mask if use_flex else dense_mask)(doc_id, image_id, bidirectional_images)

@@ -20,11 +20,10 @@ from model.backbone import BackboneConfig, Transformer
 from model.batch import IMAGE, PackedBatch
 from model.diffusion import Diffusion, DiffusionConfig
 from model.losses import next_token_loss
-from model.masks import AttentionMask, block_mask, dense_mask
+from model.masks import ATTENTION_BACKENDS, AttentionMask, attention_mask
 from model.patches import PatchConfig, build_patch_codec
 from model.rope import rope_angles
 
-ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 IMAGE_ATTENTION = ("bidirectional", "causal")
 
 
@@ -81,12 +80,7 @@ class Transfusion(nn.Module):
 
     def attention_mask(self, doc_id: torch.Tensor, image_id: torch.Tensor) -> AttentionMask:
         """The training/prefill mask for rows doc_id, image_id [B, L]."""
-        use_flex = self.cfg.attention == "flex" or (self.cfg.attention == "auto" and doc_id.is_cuda)
-        if use_flex and not doc_id.is_cuda and torch.is_grad_enabled():
-            raise ValueError("attention='flex' has no backward pass on CPU in torch: "
-                             "use attention='sdpa' (or 'auto') to train on CPU")
-        build = block_mask if use_flex else dense_mask
-        return build(doc_id, image_id, self.bidirectional_images)
+        return attention_mask(doc_id, image_id, self.bidirectional_images, self.cfg.attention)
 
     def embed(self, tokens: torch.Tensor, modality: torch.Tensor, x_t: torch.Tensor,
               t: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
