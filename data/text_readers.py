@@ -134,9 +134,17 @@ class TextReader:
     yield document k+1 onwards. A pass over all shards that finds no document is an error.
     """
 
-    def __init__(self, spec: TextSpec, repeat: bool = False) -> None:
+    def __init__(self, spec: TextSpec, repeat: bool = False, rank: int = 0, world_size: int = 1) -> None:
+        """rank / world_size: data-parallel ranks read disjoint shards (every world_size-th one),
+        so together they see each document once per epoch."""
         self.spec, self.repeat = spec, repeat
-        self.shards = expand_shards(spec.paths, what="text file")
+        shards = expand_shards(spec.paths, what="text file")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        if len(shards) < world_size:
+            raise ValueError(f"{len(shards)} text file(s) cannot be split over {world_size} ranks: "
+                             f"give at least one shard per rank")
+        self.shards = shards[rank::world_size]
         self.formats = [_format_of(p, spec.format) for p in self.shards]
         self.shard, self.offset, self.epoch = 0, 0, 0
         self._docs: Iterator[str] | None = None

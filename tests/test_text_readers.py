@@ -105,3 +105,16 @@ def test_reader_errors(tmp_path):
     reader = TextReader(TextSpec(str(tmp_path / "a.jsonl"), text_field="body"))
     with pytest.raises(ValueError, match="file list changed"):
         reader.load_state_dict(TextReader(TextSpec(str(tmp_path / "e*.txt"))).state_dict())
+
+
+def test_ranks_read_disjoint_shards_that_cover_everything(tmp_path):
+    for shard in range(5):
+        with open(tmp_path / f"s{shard}.jsonl", "w") as f:
+            for i in range(3):
+                f.write(json.dumps({"text": f"doc {shard}.{i}"}) + "\n")
+    spec = TextSpec(str(tmp_path / "s*.jsonl"))
+    parts = [list(TextReader(spec, rank=r, world_size=2)) for r in range(2)]
+    assert not set(parts[0]) & set(parts[1])
+    assert sorted(parts[0] + parts[1]) == sorted(TextReader(spec))
+    with pytest.raises(ValueError, match="cannot be split over 6 ranks"):
+        TextReader(spec, rank=0, world_size=6)
