@@ -14,6 +14,8 @@ from model.batch import Image, SpecialTokens, Text
 from model.diffusion import Diffusion, DiffusionConfig
 from model.patches import PatchConfig
 from model.transfusion import Transfusion, TransfusionConfig
+from data.corpora import get_corpus
+from data.prepare import Prepare, PrepareConfig
 
 VOCAB = 64
 FIRST_ORDINARY_ID = 5  # ids below this are special tokens
@@ -90,3 +92,25 @@ def image():
 
     return build
 
+
+
+CORPORA = ("wordnet", "fortunes")
+TINY_PREPARE = PrepareConfig(vocab_size=300, corpora=CORPORA, train_images=48, eval_images=16, ae_steps=3, ae_batch=8)
+
+
+@pytest.fixture
+def tiny_prepare() -> PrepareConfig:
+    return TINY_PREPARE
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A tiny embedded data set built once per test session: (root, prepare log lines)."""
+    for name in CORPORA:
+        spec = get_corpus(name)
+        if not spec.available():
+            pytest.skip(f"needs the Debian package {spec.debian_package} (apt-get install {spec.debian_package})")
+    root = tmp_path_factory.mktemp("data")
+    lines: list[str] = []
+    Prepare(root, TINY_PREPARE, log=lines.append).run()
+    return root, lines

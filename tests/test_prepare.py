@@ -5,33 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data.corpora import get_corpus
 from data.embedded import EmbeddedData
 from data.prepare import Prepare, PrepareConfig, main
 from data.stream import MixedStream, StreamConfig
 
-CORPORA = ("wordnet", "fortunes")
-TINY = PrepareConfig(vocab_size=300, corpora=CORPORA, train_images=48, eval_images=16, ae_steps=3, ae_batch=8)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    for name in CORPORA:
-        spec = get_corpus(name)
-        if not spec.available():
-            pytest.skip(f"needs the Debian package {spec.debian_package} (apt-get install {spec.debian_package})")
-    root = tmp_path_factory.mktemp("data")
-    lines: list[str] = []
-    Prepare(root, TINY, log=lines.append).run()
-    return root, lines
-
-
-def test_second_call_does_nothing(prepared):
+def test_second_call_does_nothing(prepared, tiny_prepare):
     root, first = prepared
     assert any("building" in line for line in first)
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
     again: list[str] = []
-    Prepare(root, TINY, log=again.append).run()
+    Prepare(root, tiny_prepare, log=again.append).run()
     assert again and all("up to date" in line for line in again), again
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == before
 
@@ -56,13 +39,13 @@ def test_prepared_data_feeds_the_stream(prepared):
     assert stats["checker_on_originals"] >= 0.99
 
 
-def test_changed_setting_rebuilds_only_what_depends_on_it(prepared, tmp_path):
+def test_changed_setting_rebuilds_only_what_depends_on_it(prepared, tiny_prepare, tmp_path):
     root, _ = prepared
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     lines: list[str] = []
-    Prepare(copy, PrepareConfig(**{**TINY.__dict__, "ae_steps": 4}), log=lines.append).run()
+    Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "ae_steps": 4}), log=lines.append).run()
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
     assert rebuilt == {"autoencoders/shapes/kl", "autoencoders/shapes/vq", "encoded/shapes/kl", "encoded/shapes/vq"}
 
@@ -86,7 +69,7 @@ def test_clear_errors(prepared, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-def test_a_given_tokenizer_replaces_training(prepared, tmp_path):
+def test_a_given_tokenizer_replaces_training(prepared, tiny_prepare, tmp_path):
     import shutil
 
     root, _ = prepared
@@ -95,7 +78,7 @@ def test_a_given_tokenizer_replaces_training(prepared, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     lines: list[str] = []
-    Prepare(copy, PrepareConfig(**{**TINY.__dict__, "tokenizer": str(given)}), log=lines.append).run()
+    Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "tokenizer": str(given)}), log=lines.append).run()
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
     assert rebuilt == {"tokenizer", "tokens"}
     assert (copy / "tokenizer.json").read_bytes() == given.read_bytes()
