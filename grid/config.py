@@ -270,18 +270,26 @@ class ConfigError(ValueError):
     """A config problem, with a one-line message (unknown key, wrong type, bad value)."""
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """Defaults < YAML file at path < `key=value` dot-list overrides; validated, unresolved."""
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """cfg with `key=value` dot-list overrides applied; validated."""
     try:
-        cfg = RunConfig()
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text())
-            cfg = _merge(cfg, loaded if loaded is not None else {})
         cfg = _merge(cfg, _dotlist(list(overrides)))
         cfg.validate()
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(e.args[0] if e.args else str(e)) from None
     return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Defaults < YAML file at path < `key=value` dot-list overrides; validated, unresolved."""
+    cfg = RunConfig()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+            cfg = _merge(cfg, loaded if loaded is not None else {})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(e.args[0] if e.args else str(e)) from None
+    return apply_overrides(cfg, overrides)
 
 
 def to_dict(cfg: RunConfig) -> dict:

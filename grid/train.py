@@ -33,6 +33,7 @@ from data.embedded import EmbeddedData
 from data.stream import MixedStream
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 from grid.config import RunConfig, build_model_config, load_config, resolved, run_id, stream_config, to_yaml
+from grid.runs import RunLock, RunLocked, find_run, select
 from model.diffusion import Diffusion
 from model.transfusion import Transfusion, transfusion_loss
 
@@ -130,22 +131,23 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     rid = run_id(cfg)
     run_dir = Path(results_dir) / sweep / rid
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
-        tmp = run_dir / f".config.yaml.tmp{os.getpid()}"
-        tmp.write_text(to_yaml(cfg))
-        os.replace(tmp, run_dir / "config.yaml")
-    status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    write_json(run_dir / "status.json", status)
-    try:
-        state = _run(cfg, run_dir, CheckpointManager(Path(checkpoint_dir) / sweep / rid))
-    except Exception as exc:  # recorded, then re-raised: the caller decides what continues
-        status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
-                      finished=time.time())
+    with RunLock(run_dir):  # two launches of one sweep never run a run twice
+        if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
+            tmp = run_dir / f".config.yaml.tmp{os.getpid()}"
+            tmp.write_text(to_yaml(cfg))
+            os.replace(tmp, run_dir / "config.yaml")
+        status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                  "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
         write_json(run_dir / "status.json", status)
-        raise
-    status.update(state=state, finished=time.time())
-    write_json(run_dir / "status.json", status)
+        try:
+            state = _run(cfg, run_dir, CheckpointManager(Path(checkpoint_dir) / sweep / rid))
+        except Exception as exc:  # recorded, then re-raised: the caller decides what continues
+            status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                          finished=time.time())
+            write_json(run_dir / "status.json", status)
+            raise
+        status.update(state=state, finished=time.time())
+        write_json(run_dir / "status.json", status)
     return run_dir
 
 
@@ -240,15 +242,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="YAML run config (defaults otherwise)")
     ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    ap.add_argument("--sweep", default="adhoc", help="results/<sweep>/<run_id>/")
+    ap.add_argument("--sweep", default="adhoc", help="results/<sweep>/<run_id>/; with --run, a registered sweep")
+    ap.add_argument("--run", default=None, help="run id of a registered sweep's run (grid/launch.py --dry-run)")
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. size=cpu-0.11M optim.lr=1e-3")
     args = ap.parse_args(argv)
     if args.results_dir.exists() and not args.results_dir.is_dir():
         print(f"error: --results-dir {args.results_dir} is a file, not a directory", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(args.config, args.overrides)
+        if args.run is not None:
+            from grid.sweeps import get_sweep
+
+            cfg = find_run(select(get_sweep(args.sweep), args.overrides), args.run).cfg
+        else:
+            cfg = load_config(args.config, args.overrides)
         run_dir = train(cfg, args.results_dir, args.checkpoint_dir, args.sweep)
+    except RunLocked as exc:
+        print(f"skipped: {exc}", file=sys.stderr)
+        return 3
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

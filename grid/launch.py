@@ -1,0 +1,139 @@
+"""Launch a registered sweep: `python grid/launch.py --sweep NAME`, or `--list`.
+
+    python grid/launch.py --sweep demo [--executor auto|local|debug] [--dry-run] [--json]
+        [--results-dir DIR] [--checkpoint-dir DIR] [--max-parallel K] [--retry-failed]
+        [--set key=value ...]
+
+Idempotent: a run whose status.json says done is skipped, an interrupted one resumes from its
+checkpoint, a failed one is rerun only with --retry-failed, and a run another launch is
+running right now (its lock is held by a live process) is left alone. `local` runs each run as
+its own `python grid/train.py --sweep NAME --run ID` process, up to --max-parallel at once,
+with a progress line; `debug` runs them one by one in this process. --set overrides apply to
+every run of the sweep (and so change their ids).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from grid.config import ConfigError, resolved, run_id
+from grid.runs import run_state, select
+from grid.sweeps import SWEEPS, get_sweep
+from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, train
+
+EXECUTORS = ("auto", "local", "debug")
+
+
+def describe(sweep: str, overrides: list[str]) -> list[dict]:
+    """One row per run: id, family, size, N (non-embedding), D, 6ND FLOPs, resources."""
+    from model.accounting import backbone_params
+    from model.sizes import get_size
+
+    rows = []
+    for spec in select(get_sweep(sweep), overrides):
+        cfg = resolved(spec.cfg)
+        n = backbone_params(get_size(cfg.size))
+        rows.append({"run_id": run_id(cfg), "family": cfg.family, "size": cfg.size, "N": n, "D": cfg.D,
+                     "flops": 6 * n * cfg.D, "resources": asdict(spec.resources)})
+    return rows
+
+
+def _progress(states: dict[str, str], start: float, total: int) -> str:
+    done = sum(s == "done" for s in states.values())
+    failed = sum(s == "failed" for s in states.values())
+    running = sum(s == "running" for s in states.values())
+    elapsed = time.time() - start
+    eta = f"{elapsed / done * (total - done - failed):.0f}s" if done else "?"
+    return f"[launch] {done}/{total} done, {running} running, {failed} failed, {elapsed:.0f}s elapsed, ETA {eta}"
+
+
+def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[str, str]:
+    """Each run in its own process, at most max_parallel at once; returns final states."""
+    pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
+    start = time.time()
+    while pending or running:
+        while pending and len(running) < args.max_parallel:
+            rid = pending.pop(0)
+            cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--sweep", sweep, "--run", rid,
+                   "--results-dir", str(args.results_dir), "--checkpoint-dir", str(args.checkpoint_dir), *overrides]
+            log = open(args.results_dir / sweep / f".{rid}.log", "w")
+            running[rid] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+            states[rid] = "running"
+        for rid, (proc, log) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                del running[rid]
+                states[rid] = run_state(args.results_dir / sweep / rid)
+        print("\r" + _progress(states, start, len(todo)), end="", flush=True)
+        time.sleep(0.5)
+    print()
+    return states
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep")
+    ap.add_argument("--list", action="store_true", help="list the registered sweeps")
+    ap.add_argument("--executor", choices=EXECUTORS, default="auto")
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
+    ap.add_argument("--max-parallel", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    ap.add_argument("--retry-failed", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    if args.list:
+        for name in SWEEPS:
+            print(f"{name:28s} {len(get_sweep(name))} runs")
+        return 0
+    if not args.sweep:
+        ap.error("--sweep NAME is required (or --list)")
+    if args.results_dir.exists() and not args.results_dir.is_dir():
+        print(f"error: --results-dir {args.results_dir} is a file, not a directory", file=sys.stderr)
+        return 2
+    try:
+        rows = describe(args.sweep, args.set)
+        states = {r["run_id"]: run_state(args.results_dir / args.sweep / r["run_id"]) for r in rows}
+    except (ValueError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            for r in rows:
+                print(f"{r['run_id']:52s} N={r['N']:>12,d} D={r['D']:>16,d} C={r['flops']:.3g}")
+        return 0
+    (args.results_dir / args.sweep).mkdir(parents=True, exist_ok=True)
+    todo = [rid for rid, s in states.items() if s in ("new", "running", "preempted")
+            or (s == "failed" and args.retry_failed)]
+    skipped = {rid: s for rid, s in states.items() if rid not in todo}
+    print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, "
+          f"{sum(s == 'done' for s in skipped.values())} done, {sum(s == 'failed' for s in skipped.values())} "
+          f"failed (rerun with --retry-failed)")
+    if args.executor == "debug":
+        specs = {run_id(resolved(s.cfg)): s for s in select(get_sweep(args.sweep), args.set)}
+        for rid in todo:
+            try:
+                train(specs[rid].cfg, args.results_dir, args.checkpoint_dir, args.sweep)
+            except Exception as exc:  # recorded in status.json by train; the sweep goes on
+                print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
+        final = {rid: run_state(args.results_dir / args.sweep / rid) for rid in todo}
+    else:
+        final = run_local(args.sweep, todo, args, args.set)
+    failed = [rid for rid, s in final.items() if s != "done"]
+    if failed:
+        print(f"[launch] {len(failed)} run(s) not done: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The state of a run directory, and the lock that keeps two launches from running one run.
+
+States (status.json "state"): new (no status yet), running, preempted, done, failed. A
+"running" run whose lock holder is dead on this host was interrupted: it resumes like a
+preempted one. The lock is a file created with O_EXCL (atomic on local and NFS v3+ file
+systems) holding the owner's host and pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from grid.config import apply_overrides, resolved, run_id
+
+
+class RunLocked(RuntimeError):
+    """Another live process is running this run."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run_dir: Path) -> str:
+    """new / running / preempted / done / failed; a corrupt status.json is a one-line error
+    naming the file (nothing is deleted)."""
+    path = Path(run_dir) / "status.json"
+    if not path.exists():
+        return "new"
+    try:
+        state = json.loads(path.read_text())["state"]
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"{path} is corrupt ({exc.__class__.__name__}): fix or delete it to rerun this run") from None
+    return state
+
+
+class RunLock:
+    """`with RunLock(run_dir):` own the run for the duration; raises RunLocked when a live
+    process on this host (or any process on another host) holds it. A stale lock left by a
+    dead process on this host is taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / ".lock"
+        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    owner = {}
+                if owner.get("host") == self.me["host"] and not _alive(int(owner.get("pid", -1))):
+                    self.path.unlink(missing_ok=True)  # stale: its process died
+                    continue
+                raise RunLocked(f"{self.path.parent.name} is being run by {owner or 'another process'}") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.me, f)
+            return self
+        raise RunLocked(f"could not take {self.path}")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def select(specs: list, overrides: list[str]) -> list:
+    """The specs with --set overrides applied to every config."""
+    if not overrides:
+        return specs
+    return [type(s)(**{**s.__dict__, "cfg": apply_overrides(s.cfg, overrides)}) for s in specs]
+
+
+def find_run(specs: list, rid: str):
+    """The spec whose resolved config has run id `rid`."""
+    for spec in specs:
+        if run_id(resolved(spec.cfg)) == rid:
+            return spec
+    ids = [run_id(resolved(s.cfg)) for s in specs[:5]]
+    raise ValueError(f"no run {rid!r} in this sweep; its runs include: {', '.join(ids)} "
+                     f"(python grid/launch.py --sweep NAME --dry-run lists them all)")

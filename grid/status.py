@@ -1,0 +1,64 @@
+"""Per-run state of a sweep: `python grid/status.py --sweep NAME [--results-dir DIR] [--json]`.
+
+Reads only the run directories (status.json, metrics.jsonl): state, host, SLURM job id when
+the run came from SLURM, last step and elements seen, and the error of a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from grid.config import resolved, run_id
+from grid.runs import run_state
+from grid.sweeps import get_sweep
+from grid.train import DEFAULT_RESULTS
+
+
+def sweep_status(sweep: str, results_dir: Path) -> list[dict]:
+    rows = []
+    for spec in get_sweep(sweep):
+        rid = run_id(resolved(spec.cfg))
+        run_dir = results_dir / sweep / rid
+        row = {"run_id": rid, "state": run_state(run_dir)}
+        if row["state"] != "new":
+            status = json.loads((run_dir / "status.json").read_text())
+            row.update({k: status.get(k) for k in ("host", "slurm_job_id", "error")})
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.exists():
+            lines = metrics.read_text().splitlines()
+            if lines:
+                last = json.loads(lines[-1])
+                row.update(step=last["step"], elements=last["elements"])
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep", required=True)
+    ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        rows = sweep_status(args.sweep, args.results_dir)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for r in rows:
+        extra = f" step {r['step']} ({r['elements']:,} elements)" if "step" in r else ""
+        job = f" slurm {r['slurm_job_id']}" if r.get("slurm_job_id") else ""
+        err = f"  {r['error']}" if r.get("error") else ""
+        print(f"{r['run_id']:52s} {r['state']:10s}{extra}{job}{err}")
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "preempted", "failed", "new")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Registered sweeps: functions returning run specs derived from one base (STYLE principle 5).
+
+    specs = get_sweep("demo")      # list[RunSpec]; an unknown name lists the valid ones
+    ids = run_ids(specs)           # content-derived ids, ValueError if two specs share one
+    SWEEPS                         # name -> builder, filled by @register("name")
+
+A `RunSpec` is a `RunConfig` plus the `Resources` a scheduler needs. Every sweep starts from
+one base config per scale (`_cpu_base`, `_paper_base`) and varies it with
+`dataclasses.replace`, so a sweep states only what it varies. `ABLATION_KNOBS` names, per
+ablation, the config keys it varies (everything else is held fixed; tests check this).
+
+Wall-time estimates (`estimated_seconds`) use DESIGN "Calibration for CPU budgets" (2 cores,
+fp32): elements/s per CPU size, plus a flat EVAL_SECONDS per run for the final evaluation.
+The calibration is for a plain LM at batch 16; our runs use batch 8, Transfusion adds the
+patch/diffusion work and Chameleon a larger vocabulary, hence the margins below.
+
+    demo       3 sizes x 3 budgets (0.2/0.4/0.8M elements) x 2 families = 18 runs.
+               Training 2 * 1.4M * (1/26.7k + 1/19k + 1/13.2k) s ~ 464 s, evaluation
+               18 * 15 s = 270 s: ~12 minutes on 2 cores (budget ~15).
+    toy-paper  5 sizes (cpu-0.11M .. cpu-6.4M) x 4 budgets (0.25/0.5/1/2M) x 2 families = 40
+               runs. Training 2 * 3.75M * sum(1/rate) ~ 4,740 s, evaluation 40 * 15 s =
+               600 s: ~1.5 hours.
+    ablation-* at cpu-0.8M, D = 1M unless the ablation varies size: ~90 s per run.
+
+The paper sweep's resources come from 6ND at an assumed GPU_FLOPS per GPU; SLURM jobs are
+capped at MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from grid.config import DataConfig, ModelKnobs, RunConfig, run_id
+from model.accounting import backbone_params
+from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
+
+FAMILIES = ("transfusion", "chameleon")
+
+# DESIGN "Calibration for CPU budgets" (elements/s, 2 threads); 0.33M and 20M interpolated.
+CPU_RATE = {"cpu-0.11M": 26_700, "cpu-0.33M": 19_000, "cpu-0.8M": 13_200, "cpu-2.7M": 5_800,
+            "cpu-6.4M": 3_400, "cpu-14M": 2_000, "cpu-20M": 1_500}
+EVAL_SECONDS = 15.0  # per run, final evaluation on the embedded data (assumed)
+
+# Paper scale: per-size layout (nodes, GPUs per node); time from 6ND.
+PAPER_LAYOUT = {"0.16B": (1, 8), "0.37B": (1, 8), "0.76B": (2, 8), "1.4B": (2, 8), "7B": (4, 8)}
+GPU_FLOPS = 4e14  # assumed sustained bf16 FLOP/s per GPU (~40% MFU on an H100)
+MAX_JOB_MIN = 48 * 60  # one SLURM job; longer runs requeue and resume from checkpoints
+PAPER_SEQ_LEN, PAPER_BATCH_ROWS = 4096, 512  # 2,097,152 elements per step (paper: "2M")
+PAPER_STEPS = 250_000  # sec 4.1; 250k * 2^21 = 0.52T elements ("0.5T")
+
+
+@dataclass
+class Resources:
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: int = 4
+    time_min: int = 30
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+
+
+@dataclass
+class RunSpec:
+    cfg: RunConfig
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.cfg)
+
+
+# ------------------------------------------------------------------ registry
+
+SWEEPS: dict[str, Callable[[], list[RunSpec]]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], list[RunSpec]]], Callable[[], list[RunSpec]]]:
+    def deco(fn: Callable[[], list[RunSpec]]) -> Callable[[], list[RunSpec]]:
+        if name in SWEEPS:
+            raise ValueError(f"sweep {name!r} registered twice")
+        SWEEPS[name] = fn
+        return fn
+    return deco
+
+
+def get_sweep(name: str) -> list[RunSpec]:
+    """The sweep's run specs; ValueError (one line) listing the valid names for an unknown one."""
+    if name not in SWEEPS:
+        raise ValueError(f"unknown sweep {name!r}; valid sweeps: {', '.join(SWEEPS)}")
+    return SWEEPS[name]()
+
+
+def run_ids(specs: list[RunSpec]) -> list[str]:
+    """The specs' run ids in order; ValueError if two specs resolve to the same id."""
+    seen: dict[str, int] = {}
+    ids = []
+    for i, spec in enumerate(specs):
+        rid = run_id(spec.cfg)
+        if rid in seen:
+            raise ValueError(f"specs {seen[rid]} and {i} resolve to the same run id {rid}")
+        seen[rid] = i
+        ids.append(rid)
+    return ids
+
+
+# ------------------------------------------------------------------ resources and estimates
+
+def estimated_seconds(cfg: RunConfig) -> float:
+    """Expected wall time: CPU sizes from the calibration (+ evaluation), paper sizes from 6ND."""
+    if cfg.size in CPU_RATE:
+        return cfg.D / CPU_RATE[cfg.size] + EVAL_SECONDS
+    nodes, gpus = PAPER_LAYOUT[cfg.size]
+    return 6 * backbone_params(get_size(cfg.size)) * cfg.D / (GPU_FLOPS * nodes * gpus)
+
+
+def resources_for(cfg: RunConfig) -> Resources:
+    """Per-size defaults: CPU sizes 1 CPU, no GPU, 2x the estimate (at least 10 min); paper
+    sizes 8 GPUs per node (one task per GPU, 8 CPUs each), 1.25x the 6ND estimate + 30 min,
+    capped at MAX_JOB_MIN."""
+    est_min = estimated_seconds(cfg) / 60
+    if cfg.size in CPU_SIZES:
+        return Resources(cpus_per_task=1, gpus_per_node=0, mem_gb=4, time_min=max(10, math.ceil(2 * est_min)))
+    nodes, gpus = PAPER_LAYOUT[cfg.size]
+    return Resources(nodes=nodes, gpus_per_node=gpus, cpus_per_task=8, mem_gb=480,
+                     time_min=min(MAX_JOB_MIN, math.ceil(1.25 * est_min) + 30))
+
+
+def _spec(cfg: RunConfig) -> RunSpec:
+    return RunSpec(cfg=cfg, resources=resources_for(cfg))
+
+
+def _grid(base: RunConfig, sizes: tuple[str, ...], budgets: tuple[int, ...]) -> list[RunSpec]:
+    return [_spec(replace(base, family=f, size=s, D=d)) for s in sizes for d in budgets for f in FAMILIES]
+
+
+# ------------------------------------------------------------------ bases
+
+def _cpu_base() -> RunConfig:
+    """Toy scale on the embedded default data: seq_len 256 (holds a Chameleon image, 64 codes
+    + BOI/EOI, with room to spare), batch_rows 8, fp32 on CPU."""
+    return RunConfig(size="cpu-0.8M", D=1_000_000, seq_len=256, batch_rows=8, device="cpu", precision="fp32")
+
+
+def _paper_base() -> RunConfig:
+    """The paper's controlled-comparison recipe (sec 4.1-4.2): seq 4096, batch 512 rows (~2M
+    elements), bf16 on CUDA, lr per family (resolved: Transfusion 3e-4, Chameleon 1e-4), linear
+    2x2 patches with intra-image bidirectional attention (the paper's Chameleon comparison uses
+    the linear encoder; U-Net appears in the ablations and the final 7B model). Data paths come
+    from config (`--set data.data_dir=...`); data_dir is not part of the run id."""
+    return RunConfig(size="0.76B", D=PAPER_STEPS * PAPER_SEQ_LEN * PAPER_BATCH_ROWS,
+                     seq_len=PAPER_SEQ_LEN, batch_rows=PAPER_BATCH_ROWS, precision="bf16", device="cuda",
+                     model=ModelKnobs(patch_kind="linear", patch_size=2, image_attention="bidirectional"),
+                     checkpoint_every=1000, eval_every=10_000)
+
+
+# ------------------------------------------------------------------ scaling sweeps
+
+@register("demo")
+def demo() -> list[RunSpec]:
+    """3 sizes x 3 budgets x 2 families, ~12 min on 2 cores (see the module docstring)."""
+    return _grid(_cpu_base(), ("cpu-0.11M", "cpu-0.33M", "cpu-0.8M"), (200_000, 400_000, 800_000))
+
+
+@register("toy-paper")
+def toy_paper() -> list[RunSpec]:
+    """5 sizes x 4 budgets x 2 families, ~1.5 h on 2 cores (see the module docstring)."""
+    return _grid(_cpu_base(), ("cpu-0.11M", "cpu-0.33M", "cpu-0.8M", "cpu-2.7M", "cpu-6.4M"),
+                 (250_000, 500_000, 1_000_000, 2_000_000))
+
+
+@register("paper")
+def paper() -> list[RunSpec]:
+    """The paper's five sizes x a 2^k budget ladder up to 250k steps (0.52T elements) x 2
+    families: D = 0.52T / 16 ... 0.52T, i.e. 15,625 ... 250,000 steps of 2^21 elements."""
+    top = _paper_base().D
+    return _grid(_paper_base(), tuple(PAPER_SIZES), tuple(top >> k for k in (4, 3, 2, 1, 0)))
+
+
+# ------------------------------------------------------------------ ablations (Tables 4-8)
+
+ABLATION_KNOBS: dict[str, tuple[str, ...]] = {}
+
+
+def _ablation(name: str, knobs: tuple[str, ...]):
+    ABLATION_KNOBS[name] = knobs
+    return register(name)
+
+
+def _knobs(base: RunConfig, **changes) -> RunConfig:
+    return replace(base, model=replace(base.model, **changes))
+
+
+@_ablation("ablation-attention", ("model.image_attention", "model.patch_kind"))
+def ablation_attention() -> list[RunSpec]:
+    """Table 5: causal vs intra-image bidirectional, linear and U-Net encoders."""
+    base = _cpu_base()
+    return [_spec(_knobs(base, image_attention=a, patch_kind=k))
+            for k in ("linear", "unet") for a in ("causal", "bidirectional")]
+
+
+@_ablation("ablation-patch", ("model.patch_size", "model.patch_kind"))
+def ablation_patch() -> list[RunSpec]:
+    """Table 6: patch size 1/2/4/8 x linear/U-Net (8 on an 8x8 latent is one patch per image)."""
+    base = _cpu_base()
+    return [_spec(_knobs(base, patch_size=p, patch_kind=k)) for k in ("linear", "unet") for p in (1, 2, 4, 8)]
+
+
+@_ablation("ablation-encoder-size", ("size", "model.patch_kind"))
+def ablation_encoder_size() -> list[RunSpec]:
+    """Table 7: linear vs U-Net encoder/decoder across model sizes."""
+    base = _cpu_base()
+    return [_spec(_knobs(replace(base, size=s), patch_kind=k))
+            for s in ("cpu-0.33M", "cpu-0.8M", "cpu-2.7M") for k in ("linear", "unet")]
+
+
+@_ablation("ablation-noise-limit", ("model.noise_limit",))
+def ablation_noise_limit() -> list[RunSpec]:
+    """Table 8: noise limit off vs t <= 500 for image-first pairs (paper: U-Net 2x2)."""
+    base = _knobs(_cpu_base(), patch_kind="unet")
+    return [_spec(_knobs(base, noise_limit=n)) for n in (None, 500)]
+
+
+@_ablation("ablation-lambda", ("model.lambda_diffusion",))
+def ablation_lambda() -> list[RunSpec]:
+    """The diffusion loss weight (paper default 5)."""
+    base = _cpu_base()
+    return [_spec(_knobs(base, lambda_diffusion=lam)) for lam in (1.0, 2.5, 5.0, 10.0)]
+
+
+@_ablation("ablation-text-only", ("family", "data.text_share"))
+def ablation_text_only() -> list[RunSpec]:
+    """Table 4: the text-only cost of each family: Transfusion on text only (the Llama recipe)
+    and with diffusion data; Chameleon (with its stability changes) on text only and with image
+    tokens. D is the same for all four, so multimodal runs see half as much text."""
+    base = _cpu_base()
+    return [_spec(replace(base, family=f, data=replace(base.data, text_share=t)))
+            for f in FAMILIES for t in (1.0, DataConfig.text_share)]
+
+
+__all__ = ["ABLATION_KNOBS", "CPU_RATE", "Resources", "RunSpec", "SWEEPS", "estimated_seconds", "get_sweep",
+           "register", "resources_for", "run_ids"]

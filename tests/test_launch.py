@@ -1,0 +1,88 @@
+"""The launcher: list, dry run, a real local 2-run sweep (idempotent), status, bad input, locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grid.launch import main as launch
+from grid.runs import RunLock, RunLocked
+from grid.status import main as status
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = "ablation-noise-limit"  # two runs
+
+
+def _tiny(data_dir) -> list[str]:
+    return ["size=cpu-0.11M", "D=3000", "seq_len=96", "batch_rows=2", "model.patch_kind=linear",
+            f"data.data_dir={data_dir}"]
+
+
+def test_list_and_dry_run(capsys):
+    assert launch(["--list"]) == 0
+    assert "demo" in capsys.readouterr().out
+    assert launch(["--sweep", "demo", "--dry-run", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) >= 18 and {"run_id", "family", "size", "N", "D", "flops"} <= set(rows[0])
+    assert all(r["flops"] == 6 * r["N"] * r["D"] for r in rows)
+    assert len({r["run_id"] for r in rows}) == len(rows)
+
+
+def test_local_executor_runs_a_sweep_and_a_second_launch_skips_it(prepared, tmp_path, capsys):
+    root, _ = prepared
+    args = ["--sweep", SWEEP, "--executor", "local", "--max-parallel", "2", "--results-dir", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "c"), "--set", *_tiny(root)]
+    assert launch(args) == 0, capsys.readouterr()
+    runs = [p for p in (tmp_path / "r" / SWEEP).iterdir() if p.is_dir()]
+    assert len(runs) == 2
+    assert all(json.loads((p / "status.json").read_text())["state"] == "done" for p in runs)
+    capsys.readouterr()
+    assert launch(args) == 0
+    assert "0 to run, 2 done" in capsys.readouterr().out
+
+
+def test_bad_input_is_one_line_and_deletes_nothing(prepared, tmp_path):
+    root, _ = prepared
+    cmd = [sys.executable, str(ROOT / "grid" / "launch.py")]
+    out = subprocess.run(cmd + ["--sweep", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "valid" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run(cmd + ["--sweep", "demo", "--set", "size=nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "size" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    a_file = tmp_path / "file"
+    a_file.write_text("keep")
+    out = subprocess.run(cmd + ["--sweep", "demo", "--results-dir", str(a_file)], capture_output=True, text=True)
+    assert out.returncode == 2 and a_file.read_text() == "keep"
+    # A corrupt status.json: named in one line, left in place.
+    results = tmp_path / "r"
+    rows = json.loads(subprocess.run(cmd + ["--sweep", SWEEP, "--dry-run", "--json", "--set", *_tiny(root)],
+                                     capture_output=True, text=True, check=True).stdout)
+    run_dir = results / SWEEP / rows[0]["run_id"]
+    run_dir.mkdir(parents=True)
+    (run_dir / "status.json").write_text("{not json")
+    out = subprocess.run(cmd + ["--sweep", SWEEP, "--results-dir", str(results), "--set", *_tiny(root)],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "status.json is corrupt" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert (run_dir / "status.json").read_text() == "{not json"
+
+
+def test_status_reports_every_run(tmp_path, capsys):
+    assert status(["--sweep", "demo", "--results-dir", str(tmp_path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) >= 18 and all(r["state"] == "new" for r in rows)
+
+
+def test_run_lock_excludes_a_second_owner_and_recovers_a_stale_one(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(RunLocked):
+            RunLock(tmp_path).__enter__()
+    assert not (tmp_path / ".lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+    (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    with RunLock(tmp_path):  # its owner is dead: taken over
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()

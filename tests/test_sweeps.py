@@ -1,0 +1,119 @@
+"""Sweeps: every registered sweep builds valid, uniquely identified runs; ablations vary only
+their knobs; the demo fits its time budget; unknown names list the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from grid.config import resolved, to_dict
+from grid.sweeps import (ABLATION_KNOBS, SWEEPS, Resources, RunSpec, estimated_seconds, get_sweep, register,
+                         run_ids)
+from model.sizes import CPU_SIZES, PAPER_SIZES
+
+
+@pytest.mark.parametrize("name", list(SWEEPS))
+def test_every_sweep_builds_valid_unique_runs(name):
+    specs = get_sweep(name)
+    assert specs and all(isinstance(s, RunSpec) and isinstance(s.resources, Resources) for s in specs)
+    ids = run_ids(specs)
+    assert len(set(ids)) == len(specs)
+    for s in specs:
+        resolved(s.cfg).validate()
+        assert s.resources.time_min > 0 and s.resources.nodes >= 1
+
+
+def test_duplicate_ids_are_an_error():
+    spec = get_sweep("demo")[0]
+    with pytest.raises(ValueError, match="same run id"):
+        run_ids([spec, RunSpec(dataclasses.replace(spec.cfg, device="cuda"))])  # device is not in the id
+
+
+def test_unknown_sweep_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        get_sweep("nope")
+    msg = str(e.value)
+    assert "nope" in msg and all(name in msg for name in SWEEPS) and "\n" not in msg
+
+
+def test_register_twice_is_an_error():
+    with pytest.raises(ValueError, match="twice"):
+        register("demo")(lambda: [])
+
+
+def _grid_axes(specs):
+    return ({s.cfg.size for s in specs}, {s.cfg.D for s in specs}, {s.cfg.family for s in specs})
+
+
+def test_demo_grid_and_time_budget():
+    specs = get_sweep("demo")
+    sizes, budgets, families = _grid_axes(specs)
+    assert len(sizes) >= 3 and len(budgets) >= 3 and families == {"transfusion", "chameleon"}
+    assert len(specs) == len(sizes) * len(budgets) * len(families)
+    assert sizes <= set(CPU_SIZES)
+    assert all(s.cfg.seq_len >= 68 for s in specs)  # a Chameleon image (64 codes + BOI/EOI) fits
+    assert sum(estimated_seconds(s.cfg) for s in specs) <= 15 * 60
+    assert all(s.resources.gpus_per_node == 0 for s in specs)
+
+
+def test_toy_paper_is_a_larger_cpu_grid_of_one_to_two_hours():
+    specs = get_sweep("toy-paper")
+    sizes, budgets, families = _grid_axes(specs)
+    assert len(sizes) >= 5 and len(budgets) >= 4 and len(families) == 2 and sizes <= set(CPU_SIZES)
+    assert 3600 <= sum(estimated_seconds(s.cfg) for s in specs) <= 2 * 3600
+
+
+def test_paper_sweep_uses_the_paper_sizes_and_recipe():
+    specs = get_sweep("paper")
+    sizes, budgets, families = _grid_axes(specs)
+    assert sizes == set(PAPER_SIZES) and len(families) == 2 and len(budgets) >= 3
+    assert max(budgets) >= 5e11
+    for s in specs:
+        c = resolved(s.cfg)
+        assert (c.seq_len, c.batch_rows, c.precision, c.device) == (4096, 512, "bf16", "cuda")
+        assert c.optim.lr == (3e-4 if c.family == "transfusion" else 1e-4)
+        assert s.resources.gpus_per_node > 0
+    top = [s for s in specs if s.cfg.D == max(budgets)][0]
+    assert top.cfg.steps == 250_000 and resolved(top.cfg).optim.warmup_steps == 4000
+    by_size = {s.cfg.size: s.resources for s in specs}
+    assert by_size["7B"].nodes * by_size["7B"].gpus_per_node > by_size["0.16B"].nodes * by_size["0.16B"].gpus_per_node
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d[part]
+    return d
+
+
+def _without(cfg, keys) -> dict:
+    d = to_dict(cfg)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        del node[leaf]
+    return d
+
+
+@pytest.mark.parametrize("name", list(ABLATION_KNOBS))
+def test_ablations_differ_only_in_their_knobs(name):
+    specs = get_sweep(name)
+    knobs = ABLATION_KNOBS[name]
+    rest = [_without(s.cfg, knobs) for s in specs]
+    assert all(r == rest[0] for r in rest), f"{name} varies more than {knobs}"
+    values = {tuple(repr(_get(to_dict(s.cfg), k)) for k in knobs) for s in specs}
+    assert len(values) == len(specs)  # every combination once
+    for k in knobs:  # and each knob really varies
+        assert len({repr(_get(to_dict(s.cfg), k)) for s in specs}) > 1
+    assert all(s.cfg.size in CPU_SIZES for s in specs)
+
+
+def test_ablations_cover_tables_4_to_8():
+    assert {"ablation-attention", "ablation-patch", "ablation-encoder-size", "ablation-noise-limit",
+            "ablation-lambda", "ablation-text-only"} <= set(ABLATION_KNOBS)
+    assert {s.cfg.model.patch_size for s in get_sweep("ablation-patch")} == {1, 2, 4, 8}
+    assert {s.cfg.model.noise_limit for s in get_sweep("ablation-noise-limit")} == {None, 500}
+    text = {(s.cfg.family, s.cfg.data.text_share) for s in get_sweep("ablation-text-only")}
+    assert text == {("transfusion", 1.0), ("transfusion", 0.5), ("chameleon", 1.0), ("chameleon", 0.5)}
