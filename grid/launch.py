@@ -57,7 +57,8 @@ def _progress(states: dict[str, str], start: float, total: int) -> str:
 def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[str, str]:
     """Each run in its own process, at most max_parallel at once; returns final states."""
     pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
-    start = time.time()
+    start, shown, last_print = time.time(), None, 0.0
+    tty = sys.stdout.isatty()
     while pending or running:
         while pending and len(running) < args.max_parallel:
             rid = pending.pop(0)
@@ -71,9 +72,15 @@ def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[s
                 log.close()
                 del running[rid]
                 states[rid] = run_state(args.results_dir / sweep / rid)
-        print("\r" + _progress(states, start, len(todo)), end="", flush=True)
+        # A live line on a terminal; in a log file, a line when something changed or each minute.
+        counts = sorted(states.values())
+        if tty:
+            print("\r" + _progress(states, start, len(todo)), end="", flush=True)
+        elif counts != shown or time.time() - last_print > 60:
+            print(_progress(states, start, len(todo)), flush=True)
+            shown, last_print = counts, time.time()
         time.sleep(0.5)
-    print()
+    print(("\r" if tty else "") + _progress(states, start, len(todo)))
     return states
 
 
