@@ -26,7 +26,7 @@ import torch
 
 from baselines.chameleon import Chameleon, joint_tokens
 from model.batch import PAD, Image, Segment, SpecialTokens, Text, layout
-from model.generate import DecodingContext, sample_token
+from model.generate import DecodingContext, feed_tokens, sample_token
 
 
 @dataclass
@@ -80,11 +80,8 @@ class _Decoder:
 
     def step(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (only `rows` [B] bool are real); return next logits [B, V]."""
-        x = self.model.tok_emb(tokens.clamp(min=0))[:, None]
-        doc = torch.where(rows, 0, -1)[:, None]
-        h = self.ctx.run(x, self.pos[:, None], doc, torch.full_like(doc, -1), commit=True)
-        self.pos = self.pos + rows.long()
-        return self.model.head(h[:, -1])
+        logits, self.pos = feed_tokens(self.model, self.ctx, tokens, rows, self.pos)
+        return logits
 
     def advance_uncond(self, start: torch.Tensor, cont: torch.Tensor, codes: torch.Tensor,
                        image_no: torch.Tensor) -> None:

@@ -90,6 +90,16 @@ class DecodingContext:
         return h[:, -q:]
 
 
+def feed_tokens(model: nn.Module, ctx: DecodingContext, tokens: torch.Tensor, rows: torch.Tensor,
+                pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One text step: feed tokens [B] (only `rows` [B] bool are real; the others write an
+    invalid slot) at positions pos [B]; returns (next logits [B, V], advanced positions [B])."""
+    x = model.tok_emb(tokens.clamp(min=0))[:, None]
+    doc = torch.where(rows, 0, -1)[:, None]
+    h = ctx.run(x, pos[:, None], doc, torch.full_like(doc, -1), commit=True)
+    return model.head(h[:, -1]), pos + rows.long()
+
+
 class _Decoder:
     """State of one batched generation call."""
 
@@ -133,11 +143,8 @@ class _Decoder:
 
     def step(self, tokens: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Feed one token per row (only `rows` [B] bool are real); return next logits [B, V]."""
-        x = self.model.tok_emb(tokens.clamp(min=0))[:, None]
-        doc = torch.where(rows, 0, -1)[:, None]
-        h = self.ctx.run(x, self.pos[:, None], doc, torch.full_like(doc, -1), commit=True)
-        self.pos = self.pos + rows.long()
-        return self.model.head(h[:, -1])
+        logits, self.pos = feed_tokens(self.model, self.ctx, tokens, rows, self.pos)
+        return logits
 
     def _image_pass(self, ctx: DecodingContext, rows, start_pos, x_t, t, commit: bool) -> torch.Tensor:
         b, p = x_t.shape[0], self.n_patches
