@@ -64,15 +64,6 @@ class Paths:
         return self.root / "encoded" / f"{dataset}_{split}_{kind}.pt"
 
 
-def save_atomic(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same directory, then rename: a crash never leaves
-    a half-written file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_file(path: Path):
     """torch.load with an error that says how to get the file."""
     if not path.exists():

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ import torch
 from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
 from data.corpora import DEFAULT_CORPORA, ROLES, prepared_paths, write_corpus_text
-from data.embedded import Paths, default_data_dir, save_atomic
+from data.atomic import save_atomic, write_text_atomic
+from data.embedded import Paths, default_data_dir
 from data.text_readers import TextReader, TextSpec
 from data.tokenizer import Tokenizer
 
@@ -58,10 +58,7 @@ class Prepare:
         self.manifest.setdefault("steps", {})
 
     def _write_manifest(self) -> None:
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.manifest.with_name(".manifest.json.tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
-        os.replace(tmp, self.paths.manifest)
+        write_text_atomic(self.paths.manifest, json.dumps(self.manifest, indent=1, sort_keys=True))
 
     def step(self, name: str, params: dict, outputs: list[Path], build: Callable[[], dict]) -> dict:
         """Run `build` unless the manifest has this step with equal params and its outputs exist."""

@@ -29,11 +29,13 @@ from pathlib import Path
 import torch
 
 from baselines.chameleon import Chameleon, chameleon_loss
+from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 from grid.config import RunConfig, build_model_config, load_config, resolved, run_id, stream_config, to_yaml
 from grid.runs import RunLock, RunLocked, find_run, select
+from model.accounting import backbone_params
 from model.diffusion import Diffusion
 from model.transfusion import Transfusion, transfusion_loss
 
@@ -43,10 +45,7 @@ DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Write atomically: temporary file in the same directory, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -133,9 +132,7 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):  # two launches of one sweep never run a run twice
         if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
-            tmp = run_dir / f".config.yaml.tmp{os.getpid()}"
-            tmp.write_text(to_yaml(cfg))
-            os.replace(tmp, run_dir / "config.yaml")
+            write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
         status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
                   "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
         write_json(run_dir / "status.json", status)
@@ -221,8 +218,6 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager) -> str:
 
 
 def _non_embedding(family: _Family) -> int:
-    from model.accounting import backbone_params
-
     return backbone_params(family.model_cfg.backbone)
 
 
@@ -232,9 +227,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def main(argv: list[str] | None = None) -> int:
