@@ -29,7 +29,7 @@ Decisions:
 - The id hashes the canonical JSON of the resolved config minus what does not change results:
   data.data_dir (a location; the data's content is named by data.dataset and prepared by
   data/prepare.py), eval_every and checkpoint_every (the trainer must evaluate with its own
-  generators and resume exactly, STYLE 8), device and compile (the same numbers up to float
+  generators and resume exactly, STYLE 8), device, compile and parallel (the same numbers up to float
   reassociation), and, for Chameleon, the Transfusion-only knobs (image_attention, patch_*,
   unet_channels, lambda_diffusion, noise_limit). precision stays in: bf16 changes results.
   Adding a field to RunConfig changes every id; keep that in mind for committed results.
@@ -65,7 +65,8 @@ PAPER_WARMUP_STEPS, PAPER_STEPS = 4000, 250_000  # paper sec 4.1: warmup fractio
 
 _T, _P, _D = TransfusionConfig(), PatchConfig(), DiffusionConfig()
 TRANSFUSION_ONLY = ("image_attention", "patch_kind", "patch_size", "unet_channels", "lambda_diffusion", "noise_limit")
-NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile")
+NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel")
+PARALLEL = ("auto", "ddp", "fsdp")
 
 
 @dataclass
@@ -121,6 +122,7 @@ class RunConfig:
     precision: str = "fp32"  # "fp32" | "bf16" (autocast on CUDA)
     compile: bool = False
     device: str = "auto"
+    parallel: str = "auto"  # with > 1 process: "ddp" | "fsdp" | "auto" (FSDP2 from FSDP_MIN_PARAMS)
 
     @property
     def steps(self) -> int:
@@ -140,6 +142,8 @@ class RunConfig:
             raise ValueError("eval_every and checkpoint_every must be >= 0 (0 turns them off)")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"parallel={self.parallel!r}; valid: {', '.join(PARALLEL)}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if self.data.dataset not in IMAGE_DATASETS:

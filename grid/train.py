@@ -20,28 +20,33 @@ import argparse
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
-from baselines.chameleon import Chameleon, chameleon_loss
 from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
-from grid.config import RunConfig, build_model_config, load_config, resolved, run_id, stream_config, to_yaml
+from grid.config import RunConfig, load_config, resolved, run_id, stream_config, to_yaml
+from grid.distributed import Dist, full_state, load_full_state
+from grid.family import Family
 from grid.runs import RunLock, RunLocked, find_run, select
 from model.accounting import backbone_params
-from model.diffusion import Diffusion
-from model.transfusion import Transfusion, transfusion_loss
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO_ROOT / "results"
 DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
+# parallel=auto shards with FSDP2 from this many parameters (embeddings included): AdamW in
+# fp32 keeps 16 bytes per parameter, 16 GB at 1B, too much to replicate on every GPU with
+# activations beside it.
+FSDP_MIN_PARAMS = 1_000_000_000
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -66,31 +71,6 @@ def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
                               {"params": rest, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
-class _Family:
-    """What differs between the two families: image representation, model, loss."""
-
-    def __init__(self, cfg: RunConfig, data: EmbeddedData) -> None:
-        self.chameleon = cfg.family == "chameleon"
-        self.kind = "vq" if self.chameleon else "kl"
-        tok = data.tokenizer
-        images = data.encoded(cfg.data.dataset, "val", self.kind)
-        codebook = data.autoencoder(cfg.data.dataset, "vq").codebook_size if self.chameleon else None
-        self.model_cfg = build_model_config(cfg, tok.vocab_size, tuple(images.shape[1:]), codebook)
-        self.elements_per_image = (self.model_cfg.codes_per_image if self.chameleon
-                                   else self.model_cfg.patch.num_patches)
-        self.diffusion = None if self.chameleon else Diffusion(self.model_cfg.diffusion)
-
-    def build(self) -> torch.nn.Module:
-        return Chameleon(self.model_cfg) if self.chameleon else Transfusion(self.model_cfg)
-
-    def loss(self, model, batch, generator) -> tuple[torch.Tensor, dict]:
-        if self.chameleon:
-            p = chameleon_loss(model, batch)
-            return p.total, {"loss": p.total, "lm": p.lm, "lm_text": p.lm_text, "lm_image": p.lm_image, "z": p.z}
-        p = transfusion_loss(model, self.diffusion, batch, generator)
-        return p.total, {"loss": p.total, "lm": p.lm, "diffusion": p.diffusion, "z": p.z}
-
-
 def _device(cfg: RunConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,7 +78,8 @@ def _device(cfg: RunConfig) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model, family: _Family, cfg: RunConfig, data: EmbeddedData, device, batches: int = 4) -> dict:
+def evaluate(model, family: Family, cfg: RunConfig, data: EmbeddedData, device, batches: int = 4,
+             dist: Dist = Dist()) -> dict:
     """Held-out losses from fixed draws (own seeds: evaluating never moves the training RNG)."""
     model.eval()
     out = {}
@@ -113,47 +94,75 @@ def evaluate(model, family: _Family, cfg: RunConfig, data: EmbeddedData, device,
         gen = torch.Generator(device).manual_seed(1)
         sums: dict[str, float] = {}
         for _ in range(batches):
-            _, parts = family.loss(model, stream.next_batch().to(device), gen)
+            with _autocast(cfg, device):
+                _, parts = family.loss(model, stream.next_batch().to(device), gen, dist)
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums.get(k, 0.0) + v
         keys = ("lm",) if share == 1.0 else (("lm_image",) if family.chameleon else ("diffusion", "lm"))
         out.update({f"{name}/{k}": sums[k] / batches for k in keys})
     model.train()
     return out
 
 
+def _autocast(cfg: RunConfig, device: torch.device):
+    """bf16 autocast for precision=bf16 (paper: bf16 on GPUs); fp32 runs without it."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: Path = DEFAULT_CHECKPOINTS,
           sweep: str = "adhoc") -> Path:
-    """Run (or resume) one run; returns its run directory."""
+    """Run (or resume) one run; returns its run directory. With several processes (torchrun, or
+    the tasks of a SLURM job) every rank calls this; rank 0 alone writes the run directory."""
     cfg = resolved(cfg)
     cfg.validate()
     rid = run_id(cfg)
     run_dir = Path(results_dir) / sweep / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir):  # two launches of one sweep never run a run twice
-        if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
-            write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
-        status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-        write_json(run_dir / "status.json", status)
+    device = _device(cfg)
+    dist = Dist.from_env(device)
+    device = dist.device(device.type)
+    lock, refused = RunLock(run_dir), None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            state = _run(cfg, run_dir, CheckpointManager(Path(checkpoint_dir) / sweep / rid))
-        except Exception as exc:  # recorded, then re-raised: the caller decides what continues
-            status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
-                          finished=time.time())
+            lock.__enter__()  # two launches of one sweep never run a run twice
+        except RunLocked as exc:
+            refused = str(exc)
+    refused = dist.broadcast(refused)
+    if refused:
+        raise RunLocked(refused)
+    status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
+              "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "world_size": dist.world,
+              "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid)}
+    try:
+        if dist.is_main:
+            if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
+                write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
             write_json(run_dir / "status.json", status)
-            raise
-        status.update(state=state, finished=time.time())
-        write_json(run_dir / "status.json", status)
+        state, signum = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist)
+        status.update(state=state, finished=time.time(), signal=signum)
+    except Exception as exc:  # recorded, then re-raised: the caller decides what continues
+        status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                      finished=time.time())
+        raise
+    finally:
+        if dist.is_main:
+            write_json(run_dir / "status.json", status)
+            lock.__exit__()
     return run_dir
 
 
-def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager) -> str:
-    device = _device(cfg)
+def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.device,
+         dist: Dist) -> tuple[str, str | None]:
+    """Train to D elements (or to a preemption signal); returns (state, signal name or None)."""
     data = EmbeddedData(cfg.data.data_dir or None)
-    family = _Family(cfg, data)
+    family = Family(cfg, data)
     torch.manual_seed(cfg.seed)
-    model = family.build().to(device)
+    raw = family.build().to(device)
+    fsdp = dist.active and (cfg.parallel == "fsdp" or (cfg.parallel == "auto" and
+                                                        family.accounting(0)["n_with_embeddings"] >= FSDP_MIN_PARAMS))
+    model = dist.wrap(raw, fsdp)
+    if cfg.compile and device.type == "cuda":
+        model = torch.compile(model)
     opt = _optimizer(model, cfg)
     total = cfg.steps
     warmup = cfg.optim.warmup_steps
@@ -162,35 +171,40 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager) -> str:
     stream = MixedStream(stream_config(cfg), tok.special, family.elements_per_image,
                          data.text_documents("train", seed=cfg.seed),
                          data.pairs(cfg.data.dataset, "train", family.kind, seed=cfg.seed), tok.encode)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
+    # A CPU generator on every device: the same noise on CPU and GPU, and identical on all ranks.
+    gen = torch.Generator("cpu").manual_seed(cfg.seed)
     step, elements = 0, 0
     latest = ckpt.latest()
     if latest is not None:
         step, saved = latest
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
+        load_full_state(model, opt, saved["model"], saved["optimizer"], fsdp)
         sched.load_state_dict(saved["scheduler"])
         stream.load_state_dict(saved["data"])
         set_rng_state(saved["rng"])
         gen.set_state(saved["generator"])
         elements = saved["elements"]
     metrics_path = run_dir / "metrics.jsonl"
-    _truncate_metrics(metrics_path, step)
+    if dist.is_main:
+        _truncate_metrics(metrics_path, step)
     flops_per_element = 6 * _non_embedding(family)
 
     def save() -> None:
-        ckpt.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "data": stream.state_dict(), "rng": rng_state(), "generator": gen.get_state(),
-                         "elements": elements, "step": step})
+        model_state, opt_state = full_state(model, opt, fsdp)  # a collective under FSDP
+        if dist.is_main:
+            ckpt.save(step, {"model": model_state, "optimizer": opt_state, "scheduler": sched.state_dict(),
+                             "data": stream.state_dict(), "rng": rng_state(), "generator": gen.get_state(),
+                             "elements": elements, "step": step})
+        dist.barrier()
 
     model.train()
     start = time.time()
-    with PreemptionFlag() as preempt, open(metrics_path, "a") as metrics:
+    with PreemptionFlag() as preempt, open(metrics_path, "a") if dist.is_main else nullcontext() as metrics:
         while elements < cfg.D:
             batch = stream.next_batch().to(device)
-            loss, parts = family.loss(model, batch, gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {float(loss.detach())} at step {step}: lower optim.lr or check the data")
+            with _autocast(cfg, device):
+                loss, parts = family.loss(model, batch, gen, dist)
+            if not math.isfinite(parts["loss"]):
+                raise FloatingPointError(f"loss is {parts['loss']} at step {step}: lower optim.lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -198,26 +212,37 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager) -> str:
             sched.step()
             step += 1
             elements += batch.num_elements
-            record = {"step": step, "elements": elements, "flops": flops_per_element * elements,
-                      "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm),
-                      "seconds": round(time.time() - start, 3), **{k: float(v.detach()) for k, v in parts.items()}}
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+            if dist.is_main:
+                record = {"step": step, "elements": elements, "flops": flops_per_element * elements,
+                          "lr": sched.get_last_lr()[0], "grad_norm": _local(grad_norm),
+                          "seconds": round(time.time() - start, 3), **parts}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
             if cfg.eval_every and step % cfg.eval_every == 0 and elements < cfg.D:
-                metrics.write(json.dumps({"step": step, "elements": elements,
-                                          **evaluate(model, family, cfg, data, device)}) + "\n")
-            if step % cfg.checkpoint_every == 0 or preempt.requested:
+                held_out = evaluate(model, family, cfg, data, device, dist=dist)
+                if dist.is_main:
+                    metrics.write(json.dumps({"step": step, "elements": elements, **held_out}) + "\n")
+            # Ranks may see a signal at different steps: agree on it, or one rank would leave
+            # the others waiting in a collective.
+            stop = bool(dist.sum(torch.tensor([float(preempt.requested)]))[0]) if dist.active else preempt.requested
+            if step % cfg.checkpoint_every == 0 or stop:
                 save()
-                if preempt.requested:
-                    return "preempted"
+                if stop:
+                    return "preempted", signal.Signals(preempt.signum).name if preempt.signum else "peer"
     save()
-    evals = evaluate(model, family, cfg, data, device)
-    evals.update(step=step, elements=elements, flops=flops_per_element * elements)
-    write_json(run_dir / "evals.json", evals)
-    return "done"
+    evals = evaluate(model, family, cfg, data, device, dist=dist)
+    evals.update(step=step, elements=elements, flops=flops_per_element * elements, **family.accounting(elements))
+    if dist.is_main:
+        write_json(run_dir / "evals.json", evals)
+    return "done", None
 
 
-def _non_embedding(family: _Family) -> int:
+def _local(value: torch.Tensor) -> float:
+    """A float from a tensor or an FSDP2 DTensor (whose value is spread over ranks)."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
+def _non_embedding(family: Family) -> int:
     return backbone_params(family.model_cfg.backbone)
 
 

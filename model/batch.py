@@ -138,6 +138,19 @@ class PackedBatch:
             **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)}
         )
 
+    def rows(self, start: int, stop: int) -> tuple["PackedBatch", slice]:
+        """Rows [start, stop) as a batch of their own, and the slice of `images` they hold
+        (images are numbered row-major, so a block of rows holds a contiguous run of them)."""
+        img = self.image_id[:start]
+        first = int(img.max()) + 1 if (img >= 0).any() else 0
+        held = self.image_id[start:stop]
+        last = int(held.max()) + 1 if (held >= 0).any() else first
+        sel = slice(first, max(first, last))
+        image_id = torch.where(held >= 0, held - first, held)
+        sub = PackedBatch(self.tokens[start:stop], self.modality[start:stop], image_id, self.doc_id[start:stop],
+                          self.position[start:stop], self.images[sel], self.image_first[sel])
+        return sub, sel
+
     @property
     def num_elements(self) -> int:
         """D for this batch: every non-padding element (text, BOI/EOI, image patches)."""

@@ -121,13 +121,25 @@ class Transfusion(nn.Module):
         return logits, eps
 
 
+def draw_noise(diffusion: Diffusion, x0: torch.Tensor, image_first: torch.Tensor,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Timesteps [n] and Gaussian noise shaped like the latents x0 [n, C, H, W], in that order
+    from `generator` (drawn on its device, then moved: a CPU generator can seed a CUDA run)."""
+    t = diffusion.sample_timesteps(x0.shape[0], image_first, generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device) \
+        if generator is not None else torch.randn_like(x0)
+    return t, noise
+
+
 def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
-                     generator: torch.Generator | None = None) -> LossParts:
+                     generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+                     noise: torch.Tensor | None = None) -> LossParts:
     """Noise every image at its own timestep, run one pass, and combine the two losses.
 
     `model` may be a Transfusion or a DDP/FSDP wrapper of one (its forward is what is called).
     Noise is added to the whole latent before patchifying (paper sec 3.2); image-first
-    examples draw t <= noise_limit (paper sec 4.3.5).
+    examples draw t <= noise_limit (paper sec 4.3.5). `t` [n] and `noise` [n, C, H, W] may be
+    given (drawn for a larger batch this one is a shard of); otherwise they are drawn here.
     """
     cfg: TransfusionConfig = getattr(model, "module", model).cfg
     x0 = batch.images.float()
@@ -135,10 +147,8 @@ def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
     if n == 0:  # a text-only batch carries no image shape
         p = cfg.patch
         x0 = x0.new_zeros(0, p.latent_channels, p.latent_size, p.latent_size)
-    t = diffusion.sample_timesteps(n, batch.image_first, generator=generator, device=x0.device)
-    # Drawn on the generator's device, then moved: a CPU generator can seed a CUDA run.
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device) \
-        if generator is not None else torch.randn_like(x0)
+    if t is None or noise is None:
+        t, noise = draw_noise(diffusion, x0, batch.image_first, generator)
     x_t = diffusion.q_sample(x0, t, noise)
     lm_mask, targets = batch.lm_targets()
     logits, eps = model(batch, x_t, t, lm_mask)
