@@ -229,7 +229,8 @@ def set_rng_state(state: dict) -> None:
 
 
 class PreemptionFlag:
-    """Turns SIGUSR1/SIGTERM (SLURM's warning before a preemption or time limit) into a flag.
+    """Turns SIGUSR1/SIGUSR2/SIGTERM (SLURM's warning before a preemption or time limit;
+    submitit asks for USR2) into a flag.
 
     The handler only sets the flag; the training loop polls `requested` at each step boundary,
     saves a checkpoint and exits. Saving inside the handler would be wrong: Python runs handlers
@@ -239,7 +240,7 @@ class PreemptionFlag:
     Must be created in the main thread (a Python rule for signal handlers).
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)) -> None:
         self.signum: int | None = None  # the last signal received
         self._previous: dict[int, object] = {}
         for s in signals:

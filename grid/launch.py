@@ -1,15 +1,20 @@
 """Launch a registered sweep: `python grid/launch.py --sweep NAME`, or `--list`.
 
-    python grid/launch.py --sweep demo [--executor auto|local|debug] [--dry-run] [--json]
-        [--results-dir DIR] [--checkpoint-dir DIR] [--max-parallel K] [--retry-failed]
+    python grid/launch.py --sweep demo [--executor auto|slurm|local|debug] [--dry-run] [--json]
+        [--results-dir DIR] [--checkpoint-dir DIR] [--max-parallel K] [--retry-failed] [--no-wait]
         [--set key=value ...]
+        [--partition P] [--account A] [--qos Q] [--time-min M] [--nodes N] [--gpus-per-node G]
+        [--cpus-per-task C] [--mem-gb M] [--constraint C] [--slurm-config FILE]
 
 Idempotent: a run whose status.json says done is skipped, an interrupted one resumes from its
 checkpoint, a failed one is rerun only with --retry-failed, and a run another launch is
 running right now (its lock is held by a live process) is left alone. `local` runs each run as
 its own `python grid/train.py --sweep NAME --run ID` process, up to --max-parallel at once,
-with a progress line; `debug` runs them one by one in this process. --set overrides apply to
-every run of the sweep (and so change their ids).
+with a progress line; `debug` runs them one by one in this process; `slurm` submits them
+through submitit (grid/slurm.py: per-size resources, which the SLURM flags or a YAML file of
+the same keys override; one job array per resource shape; preempted or timed-out jobs requeue
+and resume) and, unless --no-wait, follows them to the end. `auto` is slurm where `sbatch` is
+on PATH, else local. --set overrides apply to every run of the sweep (and so change their ids).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +34,9 @@ from grid.runs import run_state, select
 from grid.sweeps import SWEEPS, get_sweep
 from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, train
 
-EXECUTORS = ("auto", "local", "debug")
+EXECUTORS = ("auto", "slurm", "local", "debug")
+SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
+               "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int}
 
 
 def describe(sweep: str, overrides: list[str]) -> list[dict]:
@@ -88,6 +96,33 @@ def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[s
     return states
 
 
+def run_slurm(sweep: str, todo: list[str], args, opts) -> dict[str, str]:
+    """Submit the runs; unless --no-wait, follow them until every job has ended."""
+    from grid.slurm import submit
+
+    if not todo:
+        return {}
+    specs = {s.run_id: s for s in select(get_sweep(sweep), args.set)}
+    jobs = submit(sweep, [specs[rid] for rid in todo], args.results_dir, args.checkpoint_dir, args.set, opts)
+    arrays = sorted({j.job_id.split("_")[0] for j in jobs.values()})
+    print(f"[launch] submitted {len(jobs)} run(s) as SLURM job(s) {', '.join(arrays)}; "
+          f"python grid/status.py --sweep {sweep} follows them", flush=True)
+    if args.no_wait:
+        return {rid: "submitted" for rid in todo}
+    start, shown = time.time(), None
+    while True:
+        finished = {rid: job.done() for rid, job in jobs.items()}
+        states = {rid: run_state(args.results_dir / sweep / rid) if finished[rid] else
+                  ("running" if jobs[rid].state == "RUNNING" else "pending") for rid in todo}
+        line = _progress(states, start, len(todo))
+        if states != shown:
+            print(line, flush=True)
+            shown = states
+        if all(finished.values()):
+            return {rid: run_state(args.results_dir / sweep / rid) for rid in todo}
+        time.sleep(5)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep")
@@ -100,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-parallel", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
+    slurm = ap.add_argument_group("SLURM (override the per-size defaults)")
+    for name, kind in SLURM_FLAGS.items():
+        slurm.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None)
+    slurm.add_argument("--slurm-config", default=None, help="YAML file of the same keys (flags win)")
     args = ap.parse_args(argv)
     if args.list:
         for name in SWEEPS:
@@ -130,7 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, "
           f"{sum(s == 'done' for s in skipped.values())} done, {sum(s == 'failed' for s in skipped.values())} "
           f"failed (rerun with --retry-failed)")
-    if args.executor == "debug":
+    executor = args.executor
+    if executor == "auto":
+        executor = "slurm" if shutil.which("sbatch") else "local"
+    if executor == "slurm":
+        from grid.slurm import SlurmOptions
+
+        try:
+            opts = SlurmOptions.load(args.slurm_config, {k: getattr(args, k) for k in SLURM_FLAGS})
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        final = run_slurm(args.sweep, todo, args, opts)
+        if args.no_wait:
+            return 0
+    elif executor == "debug":
         specs = {run_id(resolved(s.cfg)): s for s in select(get_sweep(args.sweep), args.set)}
         for rid in todo:
             try:

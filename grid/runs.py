@@ -16,6 +16,14 @@ from pathlib import Path
 from grid.config import apply_overrides, resolved, run_id
 
 
+def slurm_job_id() -> str | None:
+    """This process's SLURM job as `squeue` names it: ARRAYID_TASK for an array task."""
+    env = os.environ
+    if "SLURM_ARRAY_JOB_ID" in env and "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
 class RunLocked(RuntimeError):
     """Another live process is running this run."""
 
@@ -46,11 +54,12 @@ def run_state(run_dir: Path) -> str:
 class RunLock:
     """`with RunLock(run_dir):` own the run for the duration; raises RunLocked when a live
     process on this host (or any process on another host) holds it. A stale lock left by a
-    dead process on this host is taken over."""
+    dead process on this host, or by an earlier incarnation of this requeued SLURM job, is
+    taken over."""
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / ".lock"
-        self.me = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.me = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm_job_id()}
 
     def __enter__(self) -> "RunLock":
         for _ in range(2):
@@ -61,8 +70,12 @@ class RunLock:
                     owner = json.loads(self.path.read_text())
                 except (OSError, ValueError):
                     owner = {}
-                if owner.get("host") == self.me["host"] and not _alive(int(owner.get("pid", -1))):
-                    self.path.unlink(missing_ok=True)  # stale: its process died
+                stale = owner.get("host") == self.me["host"] and not _alive(int(owner.get("pid", -1)))
+                # A requeued SLURM job keeps its id and starts only after its last incarnation
+                # ended, on whatever node: a lock held by that incarnation is stale too.
+                requeued = self.me["slurm_job"] is not None and owner.get("slurm_job") == self.me["slurm_job"]
+                if stale or requeued:
+                    self.path.unlink(missing_ok=True)
                     continue
                 raise RunLocked(f"{self.path.parent.name} is being run by {owner or 'another process'}") from None
             with os.fdopen(fd, "w") as f:

@@ -1,7 +1,9 @@
-"""Per-run state of a sweep: `python grid/status.py --sweep NAME [--results-dir DIR] [--json]`.
+"""Per-run state of a sweep:
+`python grid/status.py --sweep NAME [--results-dir DIR] [--set key=value ...] [--json]`.
 
-Reads only the run directories (status.json, metrics.jsonl): state, host, SLURM job id when
-the run came from SLURM, last step and elements seen, and the error of a failed run.
+Reads the run directories (status.json, metrics.jsonl): state, host, last step and elements
+seen, the error of a failed run; and for runs submitted to SLURM (results/<sweep>/.slurm/
+jobs.json), the job id and SLURM's state of it (sacct/squeue; PENDING, RUNNING, REQUEUED ...).
 """
 
 from __future__ import annotations
@@ -12,20 +14,26 @@ import sys
 from pathlib import Path
 
 from grid.config import resolved, run_id
-from grid.runs import run_state
+from grid.runs import run_state, select
+from grid.slurm import job_states, recorded_jobs
 from grid.sweeps import get_sweep
 from grid.train import DEFAULT_RESULTS
 
 
-def sweep_status(sweep: str, results_dir: Path) -> list[dict]:
+def sweep_status(sweep: str, results_dir: Path, overrides: list[str] = ()) -> list[dict]:
     rows = []
-    for spec in get_sweep(sweep):
+    jobs = recorded_jobs(results_dir, sweep)
+    slurm_states = job_states(sorted(set(jobs.values()))) if jobs else {}
+    for spec in select(get_sweep(sweep), list(overrides)):
         rid = run_id(resolved(spec.cfg))
         run_dir = results_dir / sweep / rid
         row = {"run_id": rid, "state": run_state(run_dir)}
         if row["state"] != "new":
             status = json.loads((run_dir / "status.json").read_text())
             row.update({k: status.get(k) for k in ("host", "slurm_job_id", "error")})
+        if rid in jobs:
+            row["slurm_job_id"] = jobs[rid]
+            row["slurm_state"] = slurm_states.get(jobs[rid], "unknown")
         metrics = run_dir / "metrics.jsonl"
         if metrics.exists():
             lines = metrics.read_text().splitlines()
@@ -40,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", required=True)
     ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="as given to grid/launch.py")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     try:
-        rows = sweep_status(args.sweep, args.results_dir)
+        rows = sweep_status(args.sweep, args.results_dir, args.set)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for r in rows:
         extra = f" step {r['step']} ({r['elements']:,} elements)" if "step" in r else ""
-        job = f" slurm {r['slurm_job_id']}" if r.get("slurm_job_id") else ""
+        job = f" slurm {r['slurm_job_id']} {r.get('slurm_state', '')}".rstrip() if r.get("slurm_job_id") else ""
         err = f"  {r['error']}" if r.get("error") else ""
         print(f"{r['run_id']:52s} {r['state']:10s}{extra}{job}{err}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "preempted", "failed", "new")}

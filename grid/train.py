@@ -37,7 +37,7 @@ from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rn
 from grid.config import RunConfig, load_config, resolved, run_id, stream_config, to_yaml
 from grid.distributed import Dist, full_state, load_full_state
 from grid.family import Family
-from grid.runs import RunLock, RunLocked, find_run, select
+from grid.runs import RunLock, RunLocked, find_run, select, slurm_job_id
 from model.accounting import backbone_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,8 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     if refused:
         raise RunLocked(refused)
     status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
-              "started": time.time(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "world_size": dist.world,
+              "started": time.time(), "slurm_job_id": slurm_job_id(), "world_size": dist.world,
+              "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
               "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid)}
     try:
         if dist.is_main:
