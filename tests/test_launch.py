@@ -86,3 +86,21 @@ def test_run_lock_excludes_a_second_owner_and_recovers_a_stale_one(tmp_path):
     (tmp_path / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
     with RunLock(tmp_path):  # its owner is dead: taken over
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+
+
+def test_slurm_options_override_the_per_size_defaults(tmp_path):
+    from grid.slurm import SlurmOptions, executor_parameters
+    from grid.sweeps import get_sweep
+
+    spec = next(s for s in get_sweep("paper") if s.cfg.size == "7B")
+    cfg_file = tmp_path / "slurm.yaml"
+    cfg_file.write_text("partition: gpu\naccount: proj\ntime_min: 600\n")
+    opts = SlurmOptions.load(cfg_file, {"time_min": 120, "qos": None})  # flags win; None = not given
+    params = executor_parameters(opts.apply(spec.resources), opts)
+    assert params["slurm_partition"] == "gpu" and params["slurm_account"] == "proj" and params["timeout_min"] == 120
+    assert params["gpus_per_node"] == params["tasks_per_node"] == spec.resources.gpus_per_node == 8
+    assert params["nodes"] == spec.resources.nodes and "slurm_qos" not in params
+    cpu = executor_parameters(get_sweep("demo")[0].resources, SlurmOptions())
+    assert cpu["tasks_per_node"] == 1 and "gpus_per_node" not in cpu
+    with pytest.raises(ValueError, match="unknown SLURM option.*partion"):
+        SlurmOptions.load(None, {"partion": "gpu"})
