@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows, indent=1))
         else:
             for r in rows:
-                print(f"{r['run_id']:52s} N={r['N']:>12,d} D={r['D']:>16,d} C={r['flops']:.3g}")
+                res = r["resources"]
+                print(f"{r['run_id']:52s} N={r['N']:>12,d} D={r['D']:>16,d} C={r['flops']:.3g}  "
+                      f"{res['nodes']}x{res['gpus_per_node']} GPU, {res['cpus_per_task']} CPU/task, {res['time_min']} min")
         return 0
     (args.results_dir / args.sweep).mkdir(parents=True, exist_ok=True)
     todo = [rid for rid, s in states.items() if s in ("new", "running", "preempted")

@@ -43,3 +43,21 @@ def test_bf16_autocast_and_compile_train_step(make_model, diffusion, special, te
     parts.total.backward()
     assert torch.isfinite(parts.total)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", ["transfusion", "chameleon"])
+def test_trainer_runs_bf16_and_compiled_on_cuda(prepared, tmp_path, family):
+    """The trainer's CUDA path: bf16 autocast, torch.compile, checkpoint and resume on the GPU."""
+    import json
+
+    from grid.config import load_config
+    from grid.train import train
+
+    root, _ = prepared
+    cfg = load_config(None, [f"family={family}", "size=cpu-0.11M", "D=3000", "seq_len=96", "batch_rows=2",
+                             "precision=bf16", "compile=true", "device=cuda", "checkpoint_every=3",
+                             f"data.data_dir={root}"])
+    run_dir = train(cfg, tmp_path / "r", tmp_path / "c")
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+    assert all(torch.isfinite(torch.tensor(x["loss"])) for x in lines)

@@ -1,0 +1,134 @@
+"""Parity FLOP ratio: how much compute family A needs to match family B (paper sec. 4.2, Table 3).
+
+    python analysis/parity.py --csv FILE --metric COL --family-col COL --a NAME --b NAME
+        [--c-col COL] [--higher-is-better] [--bootstrap K] [--json]
+
+The paper's definition (../shared/paper-notes.md "FLOPs and the parity ratio"): per benchmark
+and family, fit the trendline log(metric) = i + s log(C); take B's (Chameleon's) largest run,
+its compute C_B and its result y_B; invert A's (Transfusion's) trendline to find the compute
+C_A at which A reaches y_B; the ratio is C_A / C_B. Below 1, A needs less compute. The
+inversion is the same for lower- and higher-is-better metrics; the direction only decides
+whether A's trendline improves with compute at all (if it does not, the ratio is undefined).
+
+`ratio_at(C)` is the same comparison at any compute, with B's trendline value at C as target.
+Bootstrap intervals resample A's runs, refit A's trendline and recompute the ratio; B's
+largest run (its compute and measured result) is the fixed target, so B's trendline, which
+the ratio does not use, needs no resampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+from analysis.fit import FitError, fit_trendline, trend_compute, trend_value
+from analysis.optim import bootstrap
+
+DEFAULT_C = "flops"
+
+
+def _families(df: pd.DataFrame, metric: str, family_col: str, a: str, b: str, c_col: str):
+    for col in (metric, family_col, c_col):
+        if col not in df.columns:
+            raise FitError(f"column {col!r} not found; available: {', '.join(map(str, df.columns))}")
+    d = df[[family_col, c_col, metric]].copy()
+    d[c_col] = pd.to_numeric(d[c_col], errors="coerce")
+    d[metric] = pd.to_numeric(d[metric], errors="coerce")
+    d = d[np.isfinite(d[c_col]) & np.isfinite(d[metric]) & (d[c_col] > 0) & (d[metric] > 0)]
+    out = []
+    for name in (a, b):
+        g = d[d[family_col].astype(str) == str(name)]
+        if g[c_col].nunique() < 2:
+            have = ", ".join(sorted(map(str, d[family_col].unique())))
+            raise FitError(f"family {name!r} has {len(g)} runs with {metric}, need 2+ computes (families: {have})")
+        out.append((g[c_col].to_numpy(float), g[metric].to_numpy(float)))
+    return out
+
+
+def _ratio(fit_a: dict, y_target: float, c_target: float, higher: bool) -> float:
+    improves = fit_a["slope"] > 0 if higher else fit_a["slope"] < 0
+    if not improves or fit_a["slope"] == 0:
+        return math.nan
+    return float(trend_compute(fit_a, y_target) / c_target)
+
+
+def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "transfusion", b: str = "chameleon",
+           c_col: str = DEFAULT_C, higher_is_better: bool = False, bootstrap_k: int = 0, seed: int = 0) -> dict:
+    """Parity FLOP ratio of family a against family b's largest run -> dict.
+
+    Keys: ratio, C_b (B's largest compute), y_b (its result; the mean if several runs share that
+    compute), C_a_needed, fit_a, fit_b (trendlines), note (why ratio is NaN, if it is), and with
+    bootstrap_k > 0: interval [lo, hi] (95%, percentile) and bootstrap counts.
+    """
+    (ca, ya), (cb, yb) = _families(df, metric, family_col, a, b, c_col)
+    fit_a, fit_b = fit_trendline(ca, ya), fit_trendline(cb, yb)
+    c_top = float(cb.max())
+    y_top = float(yb[cb == c_top].mean())
+    ratio = _ratio(fit_a, y_top, c_top, higher_is_better)
+    res = {"metric": metric, "a": a, "b": b, "higher_is_better": higher_is_better, "ratio": ratio,
+           "C_b": c_top, "y_b": y_top, "C_a_needed": ratio * c_top, "fit_a": fit_a, "fit_b": fit_b,
+           "n_a": len(ca), "n_b": len(cb)}
+    if not math.isfinite(ratio):
+        res["note"] = f"{a}'s trendline does not improve with compute"
+    if bootstrap_k > 0:
+        def refit(idx: np.ndarray) -> dict:
+            fa = fit_trendline(ca[idx], ya[idx])
+            return {"ratio": _ratio(fa, y_top, c_top, higher_is_better)}
+
+        samples = [s["ratio"] for s in bootstrap(refit, len(ca), bootstrap_k, seed=seed)]
+        finite = np.array([s for s in samples if math.isfinite(s)])
+        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": int(len(finite))}
+        if len(finite):
+            res["interval"] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+    return res
+
+
+def ratio_at(res: dict, C) -> np.ndarray:
+    """Parity ratio at compute C: A's compute to reach B's trendline value at C, over C."""
+    C = np.asarray(C, float)
+    fa = res["fit_a"]
+    improves = fa["slope"] > 0 if res["higher_is_better"] else fa["slope"] < 0
+    if not improves:
+        return np.full_like(C, np.nan)
+    return trend_compute(fa, trend_value(res["fit_b"], C)) / C
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--metric", required=True)
+    ap.add_argument("--family-col", required=True)
+    ap.add_argument("--a", required=True, help="family whose trendline is inverted (e.g. transfusion)")
+    ap.add_argument("--b", required=True, help="baseline whose largest run is the target (e.g. chameleon)")
+    ap.add_argument("--c-col", default=DEFAULT_C, help="compute column (default: flops)")
+    ap.add_argument("--higher-is-better", action="store_true")
+    ap.add_argument("--bootstrap", type=int, default=0, metavar="K")
+    ap.add_argument("--at", type=float, action="append", default=[], metavar="C", help="also the ratio at compute C")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        df = pd.read_csv(args.csv)
+        res = parity(df, args.metric, args.family_col, args.a, args.b, args.c_col, args.higher_is_better, args.bootstrap)
+    except (FitError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.at:
+        res["ratio_at"] = {f"{c:.4g}": float(ratio_at(res, c)) for c in args.at}
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    iv = f" [{res['interval'][0]:.3g}, {res['interval'][1]:.3g}]" if "interval" in res else ""
+    print(f"{args.metric}: parity FLOP ratio {args.a}/{args.b} = {res['ratio']:.3g}{iv} "
+          f"(target {res['y_b']:.4g} at C={res['C_b']:.3g}){'  ' + res['note'] if 'note' in res else ''}")
+    for c, r in res.get("ratio_at", {}).items():
+        print(f"  at C={c}: {r:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Everything from results dirs in one go: `python analysis/report.py RESULTS_DIR... [--out DIR]`.
+
+Writes to --out (default ./report): table.csv (the tidy run table), fits.json (trendline, power
+law, Chinchilla and IsoFLOP fits per scaling sweep, family and metric), parity.csv, figures
+(figure5_*, curves_*, isoflop_* as PNG + PDF), tables (table3_*, ablation-* as .md + .tex),
+report.md and a self-contained report.html (figures embedded as base64). One progress line per
+step goes to stdout; runs that could not be used are named on stderr and listed in the report.
+
+Compute is C = 6 N D (paper sec. 4.2; it ignores attention FLOPs on purpose) with D = all
+training elements (text tokens, BOI/EOI, image patches or codes) and N chosen by --n-def:
+non-embedding parameters by default (Kaplan et al. 2020), or with embeddings, or with the patch
+encoder/decoder. Sweeps named ablation-* become ablation tables; all others are scaling sweeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import plots
+from analysis.collect import collect, metric_columns, read_curve
+from analysis.fit import FitError, budget_ids, fit_chinchilla, fit_isoflop, fit_power, fit_trendline
+from analysis.metrics import direction, order_metrics
+from analysis.parity import parity
+from analysis.tables import ABLATION_KNOBS, PAPER_TABLE, ablation_table, table3, to_latex, to_markdown
+
+N_DEFS = {"nonembedding": ("n_nonembedding", "flops"), "with_embeddings": ("n_with_embeddings", "flops_with_embeddings"),
+          "with_patch": ("n_with_patch", "flops_with_patch")}
+FAMILIES = ("transfusion", "chameleon")
+
+
+class Report:
+    """Collects blocks (headings, text, tables, figures) and renders them as markdown and HTML."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.blocks, self.t0 = out, [], time.time()
+
+    def step(self, msg: str) -> None:
+        print(f"[report {time.time() - self.t0:6.1f}s] {msg}", flush=True)
+
+    def add(self, kind: str, value, caption: str = "") -> None:
+        self.blocks.append((kind, value, caption))
+
+    def markdown(self) -> str:
+        parts = []
+        for kind, v, cap in self.blocks:
+            if kind in ("h1", "h2", "h3"):
+                parts.append("#" * int(kind[1]) + " " + v)
+            elif kind == "p":
+                parts.append(v)
+            elif kind == "table":
+                parts.append((f"*{cap}*\n\n" if cap else "") + to_markdown(v))
+            elif kind == "img":
+                parts.append(f"![{cap}]({Path(v).relative_to(self.out)})")
+        return "\n\n".join(parts) + "\n"
+
+    def html(self) -> str:
+        body = []
+        for kind, v, cap in self.blocks:
+            if kind in ("h1", "h2", "h3"):
+                body.append(f"<{kind}>{html.escape(v)}</{kind}>")
+            elif kind == "p":
+                body.append("<p>" + html.escape(v).replace("\n", "<br>") + "</p>")
+            elif kind == "table":
+                body.append((f"<p><em>{html.escape(cap)}</em></p>" if cap else "") + v.to_html(index=False, border=0))
+            elif kind == "img":
+                data = base64.b64encode(Path(v).read_bytes()).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(cap)}">'
+                            f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+        style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
+                 "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}")
+        return f"<!doctype html><html><head><meta charset='utf-8'><title>Scaling report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def _try(fn, *args, **kw) -> dict:
+    try:
+        return fn(*args, **kw)
+    except (FitError, ValueError, np.linalg.LinAlgError) as exc:
+        return {"error": str(exc)}
+
+
+def _fit_sweep(g: pd.DataFrame, metrics: list[str], n_col: str, c_col: str, k: int) -> dict:
+    """Every fit form per metric and family of one scaling sweep."""
+    fits: dict = {form: {} for form in ("trendline", "power", "chinchilla", "isoflop")}
+    for m in metrics:
+        higher, _ = direction(m)
+        for form in fits:
+            fits[form][m] = {}
+        for fam, f in g.groupby("family"):
+            f = f[f[m].notna() & (f[m] > 0)]
+            if f.empty:
+                continue
+            fits["trendline"][m][fam] = _try(fit_trendline, f[c_col], f[m], bootstrap_k=k)
+            if higher:  # the saturating laws and IsoFLOP minima are for lower-is-better metrics
+                continue
+            fits["power"][m][fam] = _try(fit_power, f[c_col], f[m], bootstrap_k=k)
+            chin = _try(fit_chinchilla, f[n_col], f["D"], f[m], bootstrap_k=k)
+            if "error" not in chin:  # the data term is weakly constrained: show delta sensitivity
+                chin["delta_sensitivity"] = {str(d): {p: _try(fit_chinchilla, f[n_col], f["D"], f[m], delta=d)[p]
+                                                      for p in ("E", "A", "B", "alpha", "beta")} for d in (1e-4, 1e-2)}
+            fits["chinchilla"][m][fam] = chin
+            fits["isoflop"][m][fam] = _try(fit_isoflop, f[n_col], f[m], C=f[c_col], D=f["D"], bootstrap_k=k)
+    return fits
+
+
+def _describe(fit: dict, keys: tuple[str, ...]) -> str:
+    if "error" in fit:
+        return f"not fitted: {fit['error']}"
+    iv = fit.get("intervals", {})
+    return ", ".join(f"{p}={fit[p]:.4g}" + (f" [{iv[p][0]:.3g}, {iv[p][1]:.3g}]" if p in iv else "") for p in keys)
+
+
+def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap_k: int = 100) -> Path:
+    """Write the whole report under `out`; returns the path of report.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    rep = Report(out)
+    n_col, c_col = N_DEFS[n_def]
+    rep.step(f"collecting runs from {', '.join(map(str, results))}")
+    table, skipped = collect(results)
+    rep.step(f"collected {len(table)} finished runs, skipped {len(skipped)}")
+    rep.add("h1", "Scaling report")
+    rep.add("p", f"Runs from {', '.join(map(str, results))}: {len(table)} used, {len(skipped)} skipped. "
+                 f"Compute C = 6 N D with N = {n_col} and D = all training elements (text tokens, BOI/EOI, "
+                 "image patches or codes); attention FLOPs are left out, as in the paper.")
+    if skipped:
+        rep.add("table", pd.DataFrame([{"run": s.run, "reason": s.reason} for s in skipped]), "skipped runs")
+    if table.empty:
+        rep.add("p", "No finished run could be read: nothing to fit.")
+        table.to_csv(out / "table.csv", index=False)
+        (out / "fits.json").write_text("{}\n")
+        pd.DataFrame().to_csv(out / "parity.csv", index=False)
+    else:
+        if c_col not in table or table[c_col].isna().all():
+            raise SystemExit(f"error: no run records {c_col}; try --n-def nonembedding")
+        table.to_csv(out / "table.csv", index=False)
+        metrics = order_metrics(metric_columns(table))
+        unknown = [m for m in metrics if not direction(m)[1]]
+        if unknown:
+            rep.add("p", "Direction unknown, treated as lower-is-better: " + ", ".join(unknown))
+        all_fits, parity_rows = {}, []
+        for sweep in sorted(s for s in table["sweep"].unique() if s not in ABLATION_KNOBS and not s.startswith("ablation")):
+            g = table[table["sweep"] == sweep]
+            ms = [m for m in metrics if g[m].notna().any()]
+            rep.step(f"{sweep}: fitting {len(ms)} metrics x {g['family'].nunique()} families ({len(g)} runs)")
+            fits = _fit_sweep(g, ms, n_col, c_col, bootstrap_k)
+            all_fits[sweep] = fits
+            rep.step(f"{sweep}: parity ratios")
+            pars = {}
+            for m in ms:
+                higher, known = direction(m)
+                p = _try(parity, g, m, "family", FAMILIES[0], FAMILIES[1], c_col, higher, bootstrap_k)
+                if "error" not in p:
+                    pars[m] = p
+                parity_rows.append({"sweep": sweep, "metric": m, "higher_is_better": higher, "direction_known": known,
+                                    "ratio": p.get("ratio"), "lo": p.get("interval", [None, None])[0],
+                                    "hi": p.get("interval", [None, None])[1], "C_b": p.get("C_b"), "y_b": p.get("y_b"),
+                                    "note": p.get("note") or p.get("error", "")})
+            rep.add("h2", f"Scaling sweep {sweep}")
+            t3 = table3(g, ms, pars, c_col)
+            (out / f"table3_{sweep}.md").write_text(to_markdown(t3))
+            (out / f"table3_{sweep}.tex").write_text(to_latex(t3, f"Largest runs and parity FLOP ratios ({sweep})", f"tab:table3-{sweep}"))
+            rep.add("table", t3, "Table 3 analogue: largest run of each family; parity FLOP ratio transfusion/chameleon with 95% bootstrap interval")
+            rep.step(f"{sweep}: figures")
+            rep.add("img", plots.figure5(g, ms, fits["trendline"], pars, out / f"figure5_{sweep}", c_col), "Figure 5 analogue")
+            curves = {r: read_curve(Path(p)) for r, p in zip(g["run"], g["path"])}
+            rep.add("img", plots.training_curves(curves, dict(zip(g["run"], g["family"])), out / f"curves_{sweep}"), "training curves")
+            for m, per_fam in fits["isoflop"].items():
+                for fam, iso in per_fam.items():
+                    if "error" not in iso:
+                        f = g[(g["family"] == fam) & g[m].notna()]
+                        rep.add("img", plots.isoflop_curves(f[n_col], f[m], budget_ids(f[c_col]), iso, out / f"isoflop_{sweep}_{fam}_{m.replace('/', '_')}", m),
+                                f"IsoFLOP {fam} {m}")
+            lines = []
+            for m in ms:
+                for fam in sorted(fits["trendline"][m]):
+                    lines.append(f"{m} / {fam}: trendline {_describe(fits['trendline'][m][fam], ('slope', 'intercept', 'r2'))}")
+                    for form, keys in (("power", ("E", "A", "alpha")), ("chinchilla", ("E", "A", "B", "alpha", "beta", "a")),
+                                       ("isoflop", ("a", "b"))):
+                        if fam in fits[form][m]:
+                            lines.append(f"{m} / {fam}: {form} {_describe(fits[form][m][fam], keys)}")
+            rep.add("p", "\n".join(lines))
+        (out / "fits.json").write_text(json.dumps(all_fits, indent=1, default=float) + "\n")
+        pd.DataFrame(parity_rows).to_csv(out / "parity.csv", index=False)
+        for sweep in sorted(s for s in table["sweep"].unique() if s in ABLATION_KNOBS):
+            rep.step(f"{sweep}: ablation table")
+            t = ablation_table(table, sweep, metrics)
+            num = PAPER_TABLE.get(sweep)
+            cap = f"{sweep}" + (f" (paper Table {num} analogue)" if num else "")
+            (out / f"{sweep}.md").write_text(to_markdown(t))
+            (out / f"{sweep}.tex").write_text(to_latex(t, cap, f"tab:{sweep}"))
+            rep.add("h2", f"Ablation {sweep}")
+            rep.add("table", t, cap)
+    rep.step("writing report.md and report.html")
+    (out / "report.md").write_text(rep.markdown())
+    (out / "report.html").write_text(rep.html())
+    rep.step(f"done: {out / 'report.html'}")
+    return out / "report.html"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", type=Path, help="results dirs (roots, sweep dirs or run dirs)")
+    ap.add_argument("--out", type=Path, default=Path("report"))
+    ap.add_argument("--n-def", choices=list(N_DEFS), default="nonembedding", help="which N enters C = 6ND")
+    ap.add_argument("--bootstrap", type=int, default=100, metavar="K", help="resamples for intervals (0: none)")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.results if not p.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    build(args.results, args.out, args.n_def, args.bootstrap)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

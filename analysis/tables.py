@@ -1,0 +1,119 @@
+"""The paper's tables from the collected runs, as markdown and LaTeX.
+
+  table3(...)          Table 3 analogue: the largest run of each family (by compute) and the
+                       parity FLOP ratio per metric.
+  ablation_table(...)  Tables 4-8 analogues: one row per setting of the sweep's knobs (mean over
+                       seeds), one column per metric; ABLATION_KNOBS names the knobs per sweep
+                       (the same table as grid.sweeps.ABLATION_KNOBS; a test keeps them equal).
+A table is a pandas DataFrame of display strings; `to_markdown` / `to_latex` render it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.metrics import arrow, order_metrics
+
+ABLATION_KNOBS: dict[str, tuple[str, ...]] = {
+    "ablation-attention": ("model.image_attention", "model.patch_kind"),
+    "ablation-patch": ("model.patch_size", "model.patch_kind"),
+    "ablation-encoder-size": ("size", "model.patch_kind"),
+    "ablation-noise-limit": ("model.noise_limit",),
+    "ablation-lambda": ("model.lambda_diffusion",),
+    "ablation-text-only": ("family", "data.text_share"),
+}
+PAPER_TABLE = {"ablation-text-only": 4, "ablation-attention": 5, "ablation-patch": 6,
+               "ablation-encoder-size": 7, "ablation-noise-limit": 8}
+
+
+def fmt(v, digits: int = 4) -> str:
+    """A number with `digits` significant figures; '–' for missing."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, float)):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _header(metric: str) -> str:
+    return f"{metric} {arrow(metric)}"
+
+
+def table3(table: pd.DataFrame, metrics: list[str], parities: dict, c_col: str = "flops",
+           family_col: str = "family", families: tuple[str, ...] = ("transfusion", "chameleon")) -> pd.DataFrame:
+    """Largest run of each family (N, D, C and its metrics) plus a parity FLOP ratio row."""
+    metrics = order_metrics(metrics)
+    rows = []
+    for fam in families:
+        g = table[table[family_col] == fam]
+        if g.empty:
+            continue
+        top = g.loc[g[c_col].idxmax()]
+        row = {"": f"{fam} ({top.get('size', '?')}, D={fmt(top['D'], 3)}, C={fmt(top[c_col], 3)})"}
+        row.update({_header(m): fmt(top.get(m)) for m in metrics})
+        rows.append(row)
+    row = {"": "parity FLOP ratio"}
+    for m in metrics:
+        p = parities.get(m, {})
+        r = fmt(p.get("ratio"), 3)
+        if "interval" in p:
+            r += f" [{fmt(p['interval'][0], 2)}, {fmt(p['interval'][1], 2)}]"
+        row[_header(m)] = r
+    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ablation_table(table: pd.DataFrame, sweep: str, metrics: list[str]) -> pd.DataFrame:
+    """One row per knob setting of `sweep` (means over seeds; run count shown), metric columns."""
+    knobs = [k for k in ABLATION_KNOBS.get(sweep, ()) if k in table.columns]
+    g = table[table["sweep"] == sweep]
+    if g.empty:
+        raise ValueError(f"no finished runs in sweep {sweep!r}")
+    if not knobs:
+        raise ValueError(f"sweep {sweep!r} has no known knob columns (known sweeps: {', '.join(ABLATION_KNOBS)})")
+    metrics = [m for m in order_metrics(metrics) if m in g.columns and g[m].notna().any()]
+    keyed = g.assign(**{k: g[k].astype(str) for k in knobs})
+    agg = keyed.groupby(knobs, sort=True)[metrics].mean()
+    counts = keyed.groupby(knobs, sort=True).size()
+    rows = []
+    for key, vals in agg.iterrows():
+        key = key if isinstance(key, tuple) else (key,)
+        row = {k.split(".")[-1]: v for k, v in zip(knobs, key)}
+        row["runs"] = str(int(counts.loc[key if len(key) > 1 else key[0]]))
+        row.update({_header(m): fmt(vals[m]) for m in metrics})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in r.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(s: str) -> str:
+    s = str(s)
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                 ("↑", r"$\uparrow$"), ("↓", r"$\downarrow$"), ("–", "--")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(df: pd.DataFrame, caption: str = "", label: str = "") -> str:
+    """A booktabs LaTeX table (needs \\usepackage{booktabs})."""
+    cols = list(df.columns)
+    out = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "r" * (len(cols) - 1) + "}",
+           r"\toprule", " & ".join(_tex(c) for c in cols) + r" \\", r"\midrule"]
+    out += [" & ".join(_tex(v) for v in r.values) + r" \\" for _, r in df.iterrows()]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{_tex(caption)}}}")
+    if label:
+        out.append(rf"\label{{{label}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"

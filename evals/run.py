@@ -1,0 +1,96 @@
+"""Evaluate a trained run and merge the results into its evals.json:
+
+    python -m evals.run RUN_DIR [--checkpoint-dir DIR] [--device cpu|cuda|auto] [key=value ...]
+
+key=value set EvalConfig fields (evals/harness.py), e.g. `t2i_images=30000 sampler_steps=250
+cfg_scale=3 benchmarks=text,fid lm_eval_tasks=hellaswag,piqa`; tuples are comma-separated.
+text_context defaults to the run's seq_len. The run's model is loaded from its latest complete
+checkpoint (the directory status.json records, unless --checkpoint-dir is given). Existing keys
+of evals.json (the trainer's held-out losses, accounting) are kept; benchmark keys are
+replaced. The training run calls the same `evaluate` at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+import torch
+
+from data.atomic import write_text_atomic
+from evals.harness import EvalConfig, evaluate
+
+
+def _parse(value: str, tp, key: str):
+    """A command-line string as the field's type: bool, int, float, str or tuple[str, ...]."""
+    if typing.get_origin(tp) is tuple:
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if tp is bool:
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key}: expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    try:
+        return tp(value)
+    except ValueError:
+        raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+
+
+def apply_overrides(cfg: EvalConfig, overrides: list[str]) -> EvalConfig:
+    """cfg with `key=value` strings applied; ValueError (one line) for a malformed item, an
+    unknown key or a bad value."""
+    hints = typing.get_type_hints(EvalConfig)
+    changes = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value")
+        if key not in hints:
+            raise ValueError(f"unknown eval key {key!r}; valid keys: {', '.join(hints)}")
+        changes[key] = _parse(value.strip(), hints[key], key)
+    cfg = dataclasses.replace(cfg, **changes)
+    cfg.validate()
+    return cfg
+
+
+def merge_evals(run_dir: Path, results: dict) -> dict:
+    """evals.json with `results` written over it, atomically; returns the merged dict."""
+    path = Path(run_dir) / "evals.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update(results)
+    write_text_atomic(path, json.dumps(merged, indent=1, sort_keys=True))
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path, help="results/<sweep>/<run_id>")
+    ap.add_argument("--checkpoint-dir", type=Path, default=None, help="default: the one status.json records")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
+    ap.add_argument("overrides", nargs="*", help="EvalConfig key=value, e.g. t2i_images=1000")
+    args = ap.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        # Overrides first: a typo fails before minutes of loading.
+        overrides = apply_overrides(EvalConfig(), args.overrides)
+        from grid.family import load_trained  # the one entry point that reads a run directory
+
+        trained = load_trained(args.run_dir, args.checkpoint_dir, device)
+        explicit = {item.partition("=")[0].strip() for item in args.overrides}
+        cfg = overrides if "text_context" in explicit else dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
+        results = evaluate(trained.model, trained.family.diffusion, trained.data, trained.cfg.data.dataset, cfg)
+        results["meta/eval_step"] = trained.step
+        merge_evals(args.run_dir, results)
+    except (ValueError, FileNotFoundError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in results.items() if k != "meta/eval_config"}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
