@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.fit import trend_value  # noqa: E402
@@ -79,6 +80,7 @@ def figure5(table: pd.DataFrame, metrics: list[str], trends: dict, parities: dic
                         xytext=(4, 6), fontsize=8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
         ax.set_xlabel(f"FLOPs ({c_col})")
         ax.set_title(f"{metric} {arrow(metric)}", fontsize=9)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)

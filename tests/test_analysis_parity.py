@@ -1,0 +1,63 @@
+"""analysis/parity.py: a known parity FLOP ratio is recovered from two synthetic families."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.parity import main, parity, ratio_at
+
+
+def _families(slope: float, offset: float, noise: float = 0.003, seed: int = 0) -> pd.DataFrame:
+    """B: log y = 2 + slope log C; A: the same line shifted by `offset` in log y.
+
+    A reaches B's value at C' with slope log C' = slope log C - offset, so the parity ratio
+    C'/C is exp(-offset / slope) at every compute.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fam, off in (("chameleon", 0.0), ("transfusion", offset)):
+        for C in np.geomspace(1e12, 1e16, 12):
+            y = math.exp(2.0 + off + slope * math.log(C) + rng.normal(0, noise))
+            rows.append({"family": fam, "flops": C, "m": y})
+    return pd.DataFrame(rows)
+
+
+def test_lower_is_better_ratio_recovered():
+    df = _families(slope=-0.05, offset=-0.05)  # A lower by 5% in log: ratio e^-1
+    res = parity(df, "m", bootstrap_k=200)
+    assert res["ratio"] == pytest.approx(math.exp(-1), rel=0.15)
+    lo, hi = res["interval"]
+    assert lo < math.exp(-1) < hi
+    assert res["C_b"] == pytest.approx(1e16)
+    assert ratio_at(res, 1e14) == pytest.approx(math.exp(-1), rel=0.15)
+
+
+def test_higher_is_better_ratio_recovered():
+    df = _families(slope=0.04, offset=0.08)  # accuracy-like, A higher: ratio e^-2
+    res = parity(df, "m", higher_is_better=True, bootstrap_k=50)
+    assert res["ratio"] == pytest.approx(math.exp(-2), rel=0.15)
+    assert res["interval"][0] < math.exp(-2) < res["interval"][1]
+
+
+def test_ratio_undefined_when_a_does_not_improve():
+    df = _families(slope=-0.05, offset=0.0)
+    res = parity(df, "m", higher_is_better=True)  # lower values are worse here: slope goes the wrong way
+    assert math.isnan(res["ratio"]) and "does not improve" in res["note"]
+
+
+def test_cli(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    _families(-0.05, -0.05).to_csv(path, index=False)
+    assert main(["--csv", str(path), "--metric", "m", "--family-col", "family", "--a", "transfusion", "--b", "chameleon",
+                 "--bootstrap", "20", "--at", "1e14", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ratio"] == pytest.approx(math.exp(-1), rel=0.15) and "1e+14" in out["ratio_at"]
+    assert main(["--csv", str(path), "--metric", "m", "--family-col", "family", "--a", "transfusion", "--b", "llama"]) == 2
+    assert "llama" in capsys.readouterr().err
+    assert main(["--csv", str(path), "--metric", "fid", "--family-col", "family", "--a", "x", "--b", "y"]) == 2
+    assert "'fid'" in capsys.readouterr().err
