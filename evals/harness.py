@@ -94,7 +94,8 @@ class _Context:
 
     def __init__(self, model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, dataset: str,
                  cfg: EvalConfig, log: Callable[[str], None]) -> None:
-        self.model, self.diffusion, self.data, self.dataset, self.cfg, self.log = model, diffusion, data, dataset, cfg, log
+        self.model, self.diffusion, self.data, self.dataset = model, diffusion, data, dataset
+        self.cfg, self.log = cfg, log
         self.device = next(model.parameters()).device
         self.tok = data.tokenizer
         self._held_out: dict | None = None

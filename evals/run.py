@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
         trained = load_trained(args.run_dir, args.checkpoint_dir, device)
         explicit = {item.partition("=")[0].strip() for item in args.overrides}
-        cfg = overrides if "text_context" in explicit else dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
+        cfg = overrides if "text_context" in explicit else \
+            dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
         results = evaluate(trained.model, trained.family.diffusion, trained.data, trained.cfg.data.dataset, cfg)
         results["meta/eval_step"] = trained.step
         merge_evals(args.run_dir, results)

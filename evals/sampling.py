@@ -59,13 +59,14 @@ def sample_images(model: nn.Module, diffusion: Diffusion | None, autoencoder: Im
     for sl in _batches(len(captions), batch_size):
         caps = captions[sl]
         if is_chameleon(model):
-            cfg = chameleon_generate.ChameleonSamplingConfig(cfg_scale=how.cfg_scale, image_temperature=how.code_temperature,
-                                                             image_top_k=how.code_top_k)
+            cfg = chameleon_generate.ChameleonSamplingConfig(cfg_scale=how.cfg_scale, image_top_k=how.code_top_k,
+                                                             image_temperature=how.code_temperature)
             latents = chameleon_generate.text_to_image(model, caps, special, cfg, generator)
         else:
             if diffusion is None:
                 raise ValueError("a Transfusion model needs its Diffusion to sample images")
-            cfg = transfusion_generate.SamplingConfig(image_steps=how.steps, sampler=how.sampler, cfg_scale=how.cfg_scale)
+            cfg = transfusion_generate.SamplingConfig(image_steps=how.steps, sampler=how.sampler,
+                                                      cfg_scale=how.cfg_scale)
             latents = transfusion_generate.text_to_image(model, diffusion, caps, special, cfg, generator)
         out.append(autoencoder.decode(latents.to(autoencoder.device)).cpu())
         if progress is not None:
