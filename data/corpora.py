@@ -5,6 +5,10 @@ are played offline by Debian-packaged corpora (DESIGN.md, "Offline facts"):
   "c4"   -> gcide    (Webster 1913 via dict-gcide: one document per headword, ~126k entries)
   "wiki" -> wordnet  (WordNet glosses and examples via wordnet-base: groups of synsets)
 fortunes (Debian fortunes) is extra training text only.
+Where gcide or wordnet is missing (non-root user, macOS, a fresh container), `choose_corpora`
+falls back to two corpora every Python installation carries (data/pydocs.py):
+  "c4"   -> stdlib-comments  (the prose comment blocks of the Python standard library)
+  "wiki" -> pydoc            (its language reference in pydoc_data and its docstrings)
 
 Documents go to train or held-out by a salted hash of their text, so the split is disjoint
 (duplicates land on the same side), needs no index and is the same on every machine.
@@ -19,11 +23,14 @@ import hashlib
 import itertools
 import json
 import os
+import platform
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+
+from data import pydocs
 
 # --------------------------------------------------------------------------- embedded corpora
 
@@ -35,20 +42,23 @@ class CorpusMissing(FileNotFoundError):
 @dataclass(frozen=True)
 class CorpusSpec:
     """An offline corpus: its files (the first entry of `paths` may be a directory), the Debian
-    package that installs them, and the parser that turns them into documents."""
+    package that installs them ("" for text that ships with Python, described by `source`), and
+    the parser that turns them into documents."""
 
     name: str
     paths: tuple[str, ...]
     debian_package: str
     parse: Callable[["CorpusSpec"], Iterator[str]] = field(compare=False, repr=False, default=None)
+    source: str = ""
 
     def check(self) -> None:
         """Raise CorpusMissing naming the package and the path looked at."""
         for p in self.paths:
             if not os.path.exists(p):
-                raise CorpusMissing(
-                    f"text corpus {self.name!r} needs {p}, which does not exist: install the Debian "
-                    f"package with `apt-get install {self.debian_package}` (or pass other paths)")
+                how = (f"install the Debian package with `apt-get install {self.debian_package}`"
+                       if self.debian_package else f"it should ship with Python ({self.source})")
+                raise CorpusMissing(f"text corpus {self.name!r} needs {p}, which does not exist: {how} "
+                                    f"(or pass other paths)")
 
     def available(self) -> bool:
         return all(os.path.exists(p) for p in self.paths)
@@ -202,9 +212,15 @@ CORPORA: dict[str, CorpusSpec] = {
     "wordnet": CorpusSpec("wordnet", tuple(f"/usr/share/wordnet/data.{p}" for p in ("noun", "verb", "adj", "adv")),
                           "wordnet-base", _wordnet_documents),
     "fortunes": CorpusSpec("fortunes", ("/usr/share/games/fortunes",), "fortunes", _fortunes_documents),
+    "stdlib-comments": CorpusSpec("stdlib-comments", (pydocs.stdlib_root(),), "", pydocs.comment_documents,
+                                  f"comments of the Python {platform.python_version()} standard library"),
+    "pydoc": CorpusSpec("pydoc", (pydocs.stdlib_root(),), "", pydocs.pydoc_documents,
+                        f"docstrings and pydoc_data of the Python {platform.python_version()} standard library"),
 }
 ROLES = {"c4": "gcide", "wiki": "wordnet"}  # paper's held-out perplexity sets -> offline stand-ins
+FALLBACK_ROLES = {"c4": "stdlib-comments", "wiki": "pydoc"}  # where the Debian ones are missing
 DEFAULT_CORPORA = ("gcide", "wordnet", "fortunes")
+FALLBACK_CORPORA = ("stdlib-comments", "pydoc")
 OPTIONAL_CORPORA = ("fortunes",)  # skipped with a note when absent; the role corpora are required
 
 
@@ -212,6 +228,30 @@ def get_corpus(name: str) -> CorpusSpec:
     if name not in CORPORA:
         raise ValueError(f"unknown text corpus {name!r}; valid: {sorted(CORPORA)}")
     return CORPORA[name]
+
+
+def roles_for(corpora) -> dict[str, str]:
+    """role -> the corpus among `corpora` that plays it (the Debian stand-in before the fallback);
+    roles no corpus plays are left out."""
+    roles = {}
+    for role in ROLES:
+        playing = [c for c in (ROLES[role], FALLBACK_ROLES[role]) if c in corpora]
+        if playing:
+            roles[role] = playing[0]
+    return roles
+
+
+def choose_corpora(say: Callable[[str], None] = print) -> tuple[str, ...]:
+    """The Debian corpora where the role ones are installed (a missing fortunes is skipped, as
+    before); otherwise the fallback, saying in one line which package is missing."""
+    missing = [get_corpus(n) for n in DEFAULT_CORPORA if n not in OPTIONAL_CORPORA and not get_corpus(n).available()]
+    if not missing:
+        return DEFAULT_CORPORA
+    packages = " ".join(CORPORA[n].debian_package for n in DEFAULT_CORPORA)
+    say(f"text: {', '.join(s.debian_package for s in missing)} not installed, so the fallback corpora "
+        f"{', '.join(FALLBACK_CORPORA)} (text of the Python {platform.python_version()} standard library) "
+        f"are used instead; for the default ones: sudo apt-get install {packages}")
+    return FALLBACK_CORPORA
 
 
 # --------------------------------------------------------------------------- split
@@ -289,9 +329,11 @@ def write_corpus_text(data_dir: str | Path, corpora=DEFAULT_CORPORA, heldout_fra
         for s in SPLITS:
             os.replace(tmp[s], final[s])
         stats[name] = {**counts, "debian_package": spec.debian_package}
+        if spec.source:  # fallback text depends on the Python version: recorded, not checked
+            stats[name]["source"] = spec.source
         say(f"text: {name}: train {counts['train']['docs']} docs ({counts['train']['bytes'] / 1e6:.1f} MB), "
             f"held-out {counts['heldout']['docs']} docs -> {root / name}")
-    manifest = {**params, "stats": stats, "skipped": skipped, "roles": ROLES}
+    manifest = {**params, "stats": stats, "skipped": skipped, "roles": roles_for(corpora)}
     tmp_manifest = manifest_path.with_name(f"manifest.json.tmp{os.getpid()}")
     tmp_manifest.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp_manifest, manifest_path)

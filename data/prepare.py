@@ -27,7 +27,7 @@ import torch
 
 from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
-from data.corpora import DEFAULT_CORPORA, ROLES, prepared_paths, write_corpus_text
+from data.corpora import choose_corpora, prepared_paths, roles_for, write_corpus_text
 from data.atomic import save_atomic, write_text_atomic
 from data.embedded import Paths, default_data_dir
 from data.text_readers import TextReader, TextSpec
@@ -39,7 +39,7 @@ SPLITS = ("train", "val", "test")
 @dataclasses.dataclass
 class PrepareConfig:
     vocab_size: int = 2048
-    corpora: tuple[str, ...] = DEFAULT_CORPORA
+    corpora: tuple[str, ...] = ()  # empty: the Debian corpora, or the fallback where missing (data/corpora.py)
     datasets: tuple[str, ...] = ("shapes",)  # add "fashion-mnist" for the real-image option
     image_size: int = 32
     train_images: int = 20000  # shapes train split (Fashion-MNIST uses its own 60k/10k)
@@ -52,6 +52,8 @@ class PrepareConfig:
 
 class Prepare:
     def __init__(self, root: Path, cfg: PrepareConfig, log: Callable[[str], None] = print) -> None:
+        if not cfg.corpora:  # resolved here, so the manifest records the corpora actually used
+            cfg = dataclasses.replace(cfg, corpora=choose_corpora(lambda msg: log(f"[prepare] {msg}")))
         self.paths, self.cfg, self.log = Paths(root), cfg, log
         self.root = root
         self.manifest = json.loads(self.paths.manifest.read_text()) if self.paths.manifest.exists() else {}
@@ -97,7 +99,7 @@ class Prepare:
         self.step("tokenizer", params, [self.paths.tokenizer], build)
 
     def tokens(self) -> None:
-        roles = {role: corpus for role, corpus in ROLES.items() if corpus in self.cfg.corpora}
+        roles = roles_for(self.cfg.corpora)
         names = {"train": prepared_paths(self.root, "train")}
         names.update({f"heldout_{role}": prepared_paths(self.root, "heldout", [c]) for role, c in roles.items()})
 
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(defaults, f.name)
         if isinstance(value, tuple):
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: tuple(s.split(",")), default=value,
-                            help=f"comma-separated (default: {','.join(value)})")
+                            help=f"comma-separated (default: {','.join(value) or 'chosen automatically'})")
         else:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(value), default=value,
                             help=f"(default: {value})")
