@@ -130,7 +130,7 @@ def load_run(run_dir: Path) -> dict:
         fk = "flops_" + k[2:]
         rec = _number(evals.get(fk))
         row[fk] = rec if rec else (6.0 * n[k] * D if n[k] else math.nan)
-    metrics = {k: float(v) for k, v in evals.items() if k not in BOOKKEEPING and _number(v) is not None}
+    metrics = {k: float(v) for k, v in evals.items() if k not in BOOKKEEPING and not k.startswith("meta/") and _number(v) is not None}
     if not metrics:
         raise RunUnreadable("evals.json holds no metric")
     row.update(metrics)

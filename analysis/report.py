@@ -18,7 +18,6 @@ import argparse
 import base64
 import html
 import json
-import math
 import sys
 import time
 from pathlib import Path

@@ -29,7 +29,8 @@ Decisions:
 - The id hashes the canonical JSON of the resolved config minus what does not change results:
   data.data_dir (a location; the data's content is named by data.dataset and prepared by
   data/prepare.py), eval_every and checkpoint_every (the trainer must evaluate with its own
-  generators and resume exactly, STYLE 8), device, compile and parallel (the same numbers up to float
+  generators and resume exactly, STYLE 8), eval (benchmark settings: `python -m evals.run`
+  re-scores a finished run with others), device, compile and parallel (the same numbers up to float
   reassociation), and, for Chameleon, the Transfusion-only knobs (image_attention, patch_*,
   unet_channels, lambda_diffusion, noise_limit). precision stays in: bf16 changes results.
   Adding a field to RunConfig changes every id; keep that in mind for committed results.
@@ -52,6 +53,7 @@ import yaml
 from baselines.chameleon import ChameleonConfig
 from data.embedded import IMAGE_DATASETS
 from data.stream import StreamConfig
+from evals.harness import EvalConfig
 from model.backbone import BackboneConfig
 from model.diffusion import DiffusionConfig
 from model.patches import PatchConfig
@@ -65,7 +67,7 @@ PAPER_WARMUP_STEPS, PAPER_STEPS = 4000, 250_000  # paper sec 4.1: warmup fractio
 
 _T, _P, _D = TransfusionConfig(), PatchConfig(), DiffusionConfig()
 TRANSFUSION_ONLY = ("image_attention", "patch_kind", "patch_size", "unet_channels", "lambda_diffusion", "noise_limit")
-NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel")
+NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval")
 PARALLEL = ("auto", "ddp", "fsdp")
 
 
@@ -117,6 +119,7 @@ class RunConfig:
     model: ModelKnobs = field(default_factory=ModelKnobs)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # the benchmarks at the end (evals/harness.py)
     eval_every: int = 0  # steps; 0: only at the end
     checkpoint_every: int = 200  # steps
     precision: str = "fp32"  # "fp32" | "bf16" (autocast on CUDA)
@@ -149,6 +152,7 @@ class RunConfig:
         if self.data.dataset not in IMAGE_DATASETS:
             raise ValueError(f"unknown dataset {self.data.dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
         stream_config(self).validate()
+        self.eval.validate()
         o = self.optim
         if (o.lr is not None and o.lr <= 0) or o.eps <= 0 or o.weight_decay < 0 or o.grad_clip <= 0:
             raise ValueError("optim: need lr > 0, eps > 0, weight_decay >= 0 and grad_clip > 0")

@@ -10,8 +10,10 @@ an uninterrupted one does; metrics lines written after that checkpoint by the ki
 are dropped on resume. SIGUSR1 / SIGTERM checkpoint at the next step boundary and exit. A run
 that raises, or whose loss is not finite, is marked failed with its error in status.json.
 
-Evaluation here is the held-out losses (text next-token loss per held-out corpus, diffusion or
-image-code loss on validation images); the benchmark harness adds to evals.json.
+At the end a run records its held-out losses (text next-token loss per held-out corpus,
+diffusion or image-code loss on validation images; also every eval_every steps in
+metrics.jsonl) and the benchmarks of evals/harness.py (settings: the config's `eval.*`) in
+evals.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,9 +36,10 @@ import torch
 from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
+from evals.harness import evaluate as benchmarks
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 from grid.config import RunConfig, load_config, resolved, run_id, stream_config, to_yaml
-from grid.distributed import Dist, full_state, load_full_state
+from grid.distributed import Dist, full_state, load_full_state, unwrap
 from grid.family import Family
 from grid.runs import RunLock, RunLocked, find_run, select, slurm_job_id
 from model.accounting import backbone_params
@@ -234,6 +238,11 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     evals = evaluate(model, family, cfg, data, device, dist=dist)
     evals.update(step=step, elements=elements, flops=flops_per_element * elements, **family.accounting(elements))
     if dist.is_main:
+        if fsdp:  # the samplers need whole parameters on one process
+            evals["meta/benchmarks"] = "skipped under FSDP: run python -m evals.run RUN_DIR on one GPU"
+        else:
+            evals.update(benchmarks(unwrap(model), family.diffusion, data, cfg.data.dataset,
+                                    replace(cfg.eval, text_context=cfg.seq_len)))
         write_json(run_dir / "evals.json", evals)
     return "done", None
 

@@ -62,7 +62,7 @@ def test_shard_refuses_rows_not_divisible_by_the_world():
 def test_two_gloo_processes_train_like_one_with_the_same_global_batch(prepared, tmp_path, family, parallel):
     root, _ = prepared
     overrides = [f"family={family}", "size=cpu-0.11M", "D=3000", "seq_len=96", "batch_rows=4",
-                 "checkpoint_every=4", f"data.data_dir={root}", "device=cpu"]
+                 "checkpoint_every=4", f"data.data_dir={root}", "device=cpu", "eval.benchmarks=[text]"]
     one = train(load_config(None, overrides), tmp_path / "one", tmp_path / "c1")
     overrides.append(f"parallel={parallel}")  # not part of the run id
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -20,7 +20,7 @@ SWEEP = "ablation-noise-limit"  # two runs
 
 def _tiny(data_dir) -> list[str]:
     return ["size=cpu-0.11M", "D=3000", "seq_len=96", "batch_rows=2", "model.patch_kind=linear",
-            f"data.data_dir={data_dir}"]
+            f"data.data_dir={data_dir}", "eval.benchmarks=[text]"]
 
 
 def test_list_and_dry_run(capsys):

@@ -19,9 +19,15 @@ from grid.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _overrides(data_dir, family="transfusion"):
+def _overrides(data_dir, family="transfusion", benchmarks="[text]"):
     return [f"family={family}", "size=cpu-0.11M", "D=4000", "seq_len=96", "batch_rows=2",
-            "checkpoint_every=3", f"data.data_dir={data_dir}"]
+            "checkpoint_every=3", f"data.data_dir={data_dir}", f"eval.benchmarks={benchmarks}"]
+
+
+def _evals(run_dir: Path) -> dict:
+    """evals.json without the benchmarks' wall times."""
+    evals = json.loads((run_dir / "evals.json").read_text())
+    return {k: v for k, v in evals.items() if not k.startswith("meta/seconds")}
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -31,7 +37,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("family", ["transfusion", "chameleon"])
 def test_run_writes_its_directory(prepared, tmp_path, family):
     root, _ = prepared
-    run_dir = train(load_config(None, _overrides(root, family)), tmp_path / "results", tmp_path / "ckpt")
+    run_dir = train(load_config(None, _overrides(root, family, "[text,caption,fid,geneval]")),
+                    tmp_path / "results", tmp_path / "ckpt")
     assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "evals.json", "status.json"}
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["run_id"] == run_dir.name
@@ -40,6 +47,9 @@ def test_run_writes_its_directory(prepared, tmp_path, family):
     assert metrics[-1]["elements"] >= 4000 > metrics[-2]["elements"]
     evals = json.loads((run_dir / "evals.json").read_text())
     assert evals["elements"] == metrics[-1]["elements"] and any(k.startswith("text_wiki/") for k in evals)
+    # the benchmark harness ran at the end, on the trained model
+    assert {"caption/cider", "t2i/fid", "t2i/geneval_overall", "n_nonembedding", "flops_with_patch"} <= set(evals)
+    assert evals["meta/fid_network"].startswith("shapes-fid-v1:")
 
 
 def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(prepared, tmp_path):
@@ -64,7 +74,7 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(prepared, tm
     resumed = train(cfg, tmp_path / "b", tmp_path / "cb")
     assert _metrics(resumed) == [{**m, "seconds": r["seconds"]} for m, r in zip(_metrics(reference), _metrics(resumed))]
     assert len(_metrics(resumed)) == len(_metrics(reference))
-    assert json.loads((resumed / "evals.json").read_text()) == json.loads((reference / "evals.json").read_text())
+    assert _evals(resumed) == _evals(reference)
 
 
 def test_non_finite_loss_marks_the_run_failed(prepared, tmp_path):
