@@ -96,6 +96,18 @@ def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[s
     return states
 
 
+def _prepare_evaluators(sweep: str, todo: list[str], overrides: list[str]) -> None:
+    """Train each dataset's FID network once here, before runs start: otherwise the first
+    parallel runs would each train the same network (the first to finish wins; the others
+    wasted their time)."""
+    from data.embedded import EmbeddedData
+    from evals.fid import feature_network
+
+    cfgs = [resolved(s.cfg) for s in select(get_sweep(sweep), overrides) if s.run_id in set(todo)]
+    for data_dir, dataset in sorted({(c.data.data_dir, c.data.dataset) for c in cfgs if "fid" in c.eval.benchmarks}):
+        feature_network(EmbeddedData(data_dir or None), dataset, log=lambda line: print(line, flush=True))
+
+
 def run_slurm(sweep: str, todo: list[str], args, opts) -> dict[str, str]:
     """Submit the runs; unless --no-wait, follow them until every job has ended."""
     from grid.slurm import submit
@@ -172,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, "
           f"{sum(s == 'done' for s in skipped.values())} done, {sum(s == 'failed' for s in skipped.values())} "
           f"failed (rerun with --retry-failed)")
+    try:
+        _prepare_evaluators(args.sweep, todo, args.set)
+    except (FileNotFoundError, ValueError) as exc:  # e.g. the data is not prepared yet
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     executor = args.executor
     if executor == "auto":
         executor = "slurm" if shutil.which("sbatch") else "local"
