@@ -242,12 +242,15 @@ class PreemptionFlag:
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)) -> None:
         self.signum: int | None = None  # the last signal received
+        self.received: list[int] = []  # every distinct signal, in order (SLURM may send two)
         self._previous: dict[int, object] = {}
         for s in signals:
             self._previous[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
         self.signum = signum
+        if signum not in self.received:
+            self.received.append(signum)
 
     @property
     def requested(self) -> bool:

@@ -208,8 +208,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce(value, inner, key)
     bad = TypeError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is tuple:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
+        if isinstance(value, str):  # "[a, b]" (YAML) or "a,b"
+            parsed = yaml.safe_load(value)
+            value = parsed if isinstance(parsed, list) else [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
             raise bad
         elems = args if args[-1] is not Ellipsis else (args[0],) * len(value)

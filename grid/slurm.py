@@ -10,7 +10,7 @@ Decisions:
 - One task per GPU (tasks_per_node = gpus_per_node), each task a rank of torch.distributed
   (grid/distributed.py reads the ranks from the job); CPU runs are one task.
 - Preemption and time limits: submitit asks SLURM to send SIGUSR2 shortly before the limit
-  (and `scontrol requeue`/preemption sends it too). The trainer treats USR2 like its own
+  (submitit's preemption sends SIGTERM, then USR2). The trainer treats USR2 like its own
   signals: it finishes the step, checkpoints, and returns "preempted". `TrainJob` then raises
   USR2 again with submitit's handler back in place, which calls `checkpoint()` (resubmit this
   same job) and requeues. Checkpointing in submitit's handler itself would be wrong: it runs
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from data.atomic import write_text_atomic
 from grid.sweeps import Resources, RunSpec
 
 SLURM_DIR = ".slurm"
+SIGTERM_GRACE_S = 60  # after a SIGTERM, how long a job waits for SLURM's next move (KillWait: 30 s)
 
 
 @dataclass
@@ -101,9 +103,15 @@ class TrainJob(submitit.helpers.Checkpointable):
         spec = find_run(select(get_sweep(self.sweep), self.overrides), self.run_id)
         run_dir = train(spec.cfg, Path(self.results_dir), Path(self.checkpoint_dir), self.sweep)
         status = json.loads((run_dir / "status.json").read_text())
-        if status["state"] == "preempted" and status.get("signal") == "SIGUSR2":
-            # The trainer has checkpointed; submitit's own handler is back: let it requeue.
-            signal.raise_signal(signal.SIGUSR2)
+        if status["state"] == "preempted":
+            # The trainer has checkpointed and submitit's own handler is back.
+            if "SIGUSR2" in status.get("signals", []):
+                signal.raise_signal(signal.SIGUSR2)  # submitit requeues this job and exits
+            # SIGTERM alone: a cancel (SIGKILL follows) or a preemption, where SLURM requeues
+            # the job itself or submitit's USR2 follows. Wait for either.
+            deadline = time.time() + SIGTERM_GRACE_S
+            while time.time() < deadline:
+                time.sleep(1)
         return status["state"]
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:

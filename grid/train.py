@@ -143,8 +143,8 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
             if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
                 write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
             write_json(run_dir / "status.json", status)
-        state, signum = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist)
-        status.update(state=state, finished=time.time(), signal=signum)
+        state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist)
+        status.update(state=state, finished=time.time(), signals=signals)
     except Exception as exc:  # recorded, then re-raised: the caller decides what continues
         status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
                       finished=time.time())
@@ -157,8 +157,9 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
 
 
 def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.device,
-         dist: Dist) -> tuple[str, str | None]:
-    """Train to D elements (or to a preemption signal); returns (state, signal name or None)."""
+         dist: Dist) -> tuple[str, list[str]]:
+    """Train to D elements (or to a preemption signal); returns (state, names of the signals
+    received; "peer" where another rank received them)."""
     data = EmbeddedData(cfg.data.data_dir or None)
     family = Family(cfg, data)
     torch.manual_seed(cfg.seed)
@@ -233,7 +234,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
             if step % cfg.checkpoint_every == 0 or stop:
                 save()
                 if stop:
-                    return "preempted", signal.Signals(preempt.signum).name if preempt.signum else "peer"
+                    return "preempted", [signal.Signals(n).name for n in preempt.received] or ["peer"]
     save()
     evals = evaluate(model, family, cfg, data, device, dist=dist)
     evals.update(step=step, elements=elements, flops=flops_per_element * elements, **family.accounting(elements))
@@ -244,7 +245,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
             evals.update(benchmarks(unwrap(model), family.diffusion, data, cfg.data.dataset,
                                     replace(cfg.eval, text_context=cfg.seq_len)))
         write_json(run_dir / "evals.json", evals)
-    return "done", None
+    return "done", []
 
 
 def _local(value: torch.Tensor) -> float:

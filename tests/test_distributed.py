@@ -85,5 +85,9 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(prepared, 
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-3, abs=1e-5)
     ea, eb = (json.loads((d / "evals.json").read_text()) for d in (one, two))
+    if parallel == "fsdp":  # the benchmarks need whole parameters: left to evals.run
+        assert "skipped under FSDP" in eb["meta/benchmarks"]
+        ea = {k: v for k, v in ea.items() if k in eb}
     for key, value in ea.items():
-        assert eb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        if not key.startswith("meta/"):
+            assert eb[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key

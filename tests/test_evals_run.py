@@ -16,7 +16,7 @@ from grid.train import train
 def test_evaluates_a_trained_run_and_merges_into_its_evals_json(prepared, tmp_path, capsys):
     root, _ = prepared
     cfg = load_config(None, ["family=chameleon", "size=cpu-0.11M", "D=2000", "seq_len=96", "batch_rows=2",
-                             f"data.data_dir={root}"])
+                             f"data.data_dir={root}", "eval.benchmarks=geneval"])
     run_dir = train(cfg, tmp_path / "results", tmp_path / "ckpt")
     before = json.loads((run_dir / "evals.json").read_text())
     capsys.readouterr()
@@ -24,7 +24,9 @@ def test_evaluates_a_trained_run_and_merges_into_its_evals_json(prepared, tmp_pa
                "progress=false"])
     assert rc == 0
     after = json.loads((run_dir / "evals.json").read_text())
-    assert {k: after[k] for k in before} == before  # the trainer's keys survive
+    kept = {k: v for k, v in before.items() if not k.startswith("meta/")}
+    assert {k: after[k] for k in kept} == kept  # the trainer's keys survive (held-out losses, geneval)
+    assert any(k.startswith("t2i/geneval") for k in kept)
     assert "caption/cider" in after and after["meta/eval_step"] == before["step"]
     assert json.loads(after["meta/eval_config"])["text_context"] == 96  # the run's seq_len
     printed = json.loads(capsys.readouterr().out)

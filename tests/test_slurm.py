@@ -73,9 +73,14 @@ def test_a_two_run_sweep_goes_out_as_one_job_array(prepared, tmp_path, capsys):
         st = json.loads((tmp_path / "r" / SWEEP / rid / "status.json").read_text())
         assert st["state"] == "done" and st["slurm_job_id"] == job
     capsys.readouterr()
-    assert status(["--sweep", SWEEP, "--results-dir", str(tmp_path / "r"), "--set", *_tiny(root)]) == 0
-    out = capsys.readouterr().out
-    assert out.count("COMPLETED") == 2 and "2 done" in out
+
+    def states() -> list[tuple[str, str, str]]:
+        assert status(["--sweep", SWEEP, "--results-dir", str(tmp_path / "r"), "--set", *_tiny(root), "--json"]) == 0
+        return sorted((r["state"], r["slurm_job_id"], r["slurm_state"]) for r in json.loads(capsys.readouterr().out))
+
+    # sacct may still say COMPLETING for a moment after the job's last line
+    _wait_for(lambda: [s[2] for s in states()] == ["COMPLETED"] * 2, 60, "sacct to report both jobs COMPLETED")
+    assert states() == sorted(("done", job, "COMPLETED") for job in jobs.values())
     assert launch(args) == 0  # idempotent: nothing left to submit
     assert "0 to run, 2 done" in capsys.readouterr().out
 
