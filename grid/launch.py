@@ -36,7 +36,7 @@ from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, train
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
-               "gpus_per_node": int, "cpus_per_task": int, "mem_gb": int}
+               "gpus_per_node": int, "tasks_per_node": int, "cpus_per_task": int, "mem_gb": int}
 
 
 def describe(sweep: str, overrides: list[str]) -> list[dict]:
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    ap.add_argument("--max-parallel", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    # One single-threaded process per core: small models gain little from a second thread.
+    ap.add_argument("--max-parallel", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
