@@ -34,6 +34,12 @@ import yaml
 RUN_FILES = ("status.json", "config.yaml", "evals.json", "metrics.jsonl")
 N_DEFS = ("n_nonembedding", "n_with_embeddings", "n_with_patch")
 # evals.json keys that describe the run rather than measure it.
+def _is_metric(key: str) -> bool:
+    """Benchmark values, not bookkeeping: meta/ strings and timings, and "<set>/tokens" (how
+    many tokens a perplexity was measured on) are records, not results."""
+    return key not in BOOKKEEPING and not key.startswith("meta/") and not key.endswith("/tokens")
+
+
 BOOKKEEPING = {"step", "elements", "flops", *N_DEFS, *(f"flops_{n[2:]}" for n in N_DEFS)}
 
 
@@ -130,7 +136,7 @@ def load_run(run_dir: Path) -> dict:
         fk = "flops_" + k[2:]
         rec = _number(evals.get(fk))
         row[fk] = rec if rec else (6.0 * n[k] * D if n[k] else math.nan)
-    metrics = {k: float(v) for k, v in evals.items() if k not in BOOKKEEPING and not k.startswith("meta/") and _number(v) is not None}
+    metrics = {k: float(v) for k, v in evals.items() if _is_metric(k) and _number(v) is not None}
     if not metrics:
         raise RunUnreadable("evals.json holds no metric")
     row.update(metrics)

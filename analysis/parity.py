@@ -62,7 +62,8 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
     """Parity FLOP ratio of family a against family b's largest run -> dict.
 
     Keys: ratio, C_b (B's largest compute), y_b (its result; the mean if several runs share that
-    compute), C_a_needed, fit_a, fit_b (trendlines), note (why ratio is NaN, if it is), and with
+    compute), C_a_needed, fit_a, fit_b (trendlines), note (why ratio is NaN, or that it is
+    extrapolated beyond the computes A was run at, with extrapolated=True), and with
     bootstrap_k > 0: interval [lo, hi] (95%, percentile) and bootstrap counts.
     """
     (ca, ya), (cb, yb) = _families(df, metric, family_col, a, b, c_col)
@@ -75,6 +76,12 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
            "n_a": len(ca), "n_b": len(cb)}
     if not math.isfinite(ratio):
         res["note"] = f"{a}'s trendline does not improve with compute"
+    elif not ca.min() <= res["C_a_needed"] <= ca.max():
+        # The trendline is read outside the computes A was run at: a power law extrapolated
+        # by orders of magnitude says little (e.g. a ratio of 1e-10 from a shallow slope).
+        res["extrapolated"] = True
+        res["note"] = (f"extrapolated: {a} would need C={res['C_a_needed']:.3g}, outside its runs' "
+                       f"[{ca.min():.3g}, {ca.max():.3g}]")
     if bootstrap_k > 0:
         def refit(idx: np.ndarray) -> dict:
             fa = fit_trendline(ca[idx], ya[idx])

@@ -43,7 +43,8 @@ def _header(metric: str) -> str:
 
 def table3(table: pd.DataFrame, metrics: list[str], parities: dict, c_col: str = "flops",
            family_col: str = "family", families: tuple[str, ...] = ("transfusion", "chameleon")) -> pd.DataFrame:
-    """Largest run of each family (N, D, C and its metrics) plus a parity FLOP ratio row."""
+    """Largest run of each family (N, D, C and its metrics) plus a parity FLOP ratio row; a
+    ratio read off the trendline outside the computes that were run is marked "(extrap.)"."""
     metrics = order_metrics(metrics)
     rows = []
     for fam in families:
@@ -60,6 +61,8 @@ def table3(table: pd.DataFrame, metrics: list[str], parities: dict, c_col: str =
         r = fmt(p.get("ratio"), 3)
         if "interval" in p:
             r += f" [{fmt(p['interval'][0], 2)}, {fmt(p['interval'][1], 2)}]"
+        if p.get("extrapolated"):
+            r += " (extrap.)"  # read off the trendline outside the computes that were run
         row[_header(m)] = r
     rows.append(row)
     return pd.DataFrame(rows)

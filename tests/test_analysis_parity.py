@@ -61,3 +61,17 @@ def test_cli(tmp_path, capsys):
     assert "llama" in capsys.readouterr().err
     assert main(["--csv", str(path), "--metric", "fid", "--family-col", "family", "--a", "x", "--b", "y"]) == 2
     assert "'fid'" in capsys.readouterr().err
+
+
+def test_a_ratio_outside_the_computes_run_is_flagged_as_extrapolated():
+    import pandas as pd
+
+    from analysis.parity import parity
+
+    c = np.array([1e12, 2e12, 4e12, 8e12])
+    df = pd.DataFrame({"family": ["a"] * 4 + ["b"] * 4, "flops": np.r_[c, c],
+                       "loss": np.r_[5.0 * c ** -0.01, 9.0 * c ** -0.01]})  # b far worse: a matches it early
+    res = parity(df, "loss", a="a", b="b")
+    assert res["extrapolated"] and res["C_a_needed"] < c.min() and "extrapolated" in res["note"]
+    inside = parity(df.assign(loss=np.r_[5.0 * c ** -0.1, 5.0 * (c / 2) ** -0.1]), "loss", a="a", b="b")
+    assert "extrapolated" not in inside and inside["ratio"] == pytest.approx(0.5, rel=1e-6)
