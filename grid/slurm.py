@@ -50,6 +50,7 @@ class SlurmOptions:
     gpus_per_node: int | None = None
     cpus_per_task: int | None = None
     mem_gb: int | None = None
+    tasks_per_node: int | None = None  # None: one per GPU (one for CPU runs); > 1 on CPU = gloo ranks
     array_parallelism: int = 256  # at most this many tasks of one array run at once
     signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: time to checkpoint
 
@@ -72,7 +73,8 @@ class SlurmOptions:
 
 def executor_parameters(res: Resources, opts: SlurmOptions) -> dict:
     """submitit AutoExecutor parameters for one resource shape."""
-    params = {"timeout_min": res.time_min, "nodes": res.nodes, "tasks_per_node": max(1, res.gpus_per_node),
+    tasks = opts.tasks_per_node or max(1, res.gpus_per_node)
+    params = {"timeout_min": res.time_min, "nodes": res.nodes, "tasks_per_node": tasks,
               "cpus_per_task": res.cpus_per_task, "mem_gb": res.mem_gb,
               "slurm_array_parallelism": opts.array_parallelism, "slurm_signal_delay_s": opts.signal_delay_s}
     if res.gpus_per_node:

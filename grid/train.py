@@ -153,6 +153,7 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
         if dist.is_main:
             write_json(run_dir / "status.json", status)
             lock.__exit__()
+    dist.barrier()  # the other ranks return once the run's final status is on disk
     return run_dir
 
 

@@ -105,3 +105,18 @@ def test_a_preempted_job_requeues_and_ends_like_an_uninterrupted_run(prepared, t
     assert len(steps) == 2 and 10 <= steps[0] < steps[1] == len(_lines(reference))
     assert _lines(run_dir) == _lines(reference)
     assert _evals(run_dir) == _evals(reference)
+
+
+def test_the_tasks_of_one_job_train_as_one_distributed_run(prepared, tmp_path):
+    """Ranks from the SLURM job (submitit's environment), gloo on CPU: equal to one process."""
+    root, _ = prepared
+    overrides = [*_tiny(root), "batch_rows=4"]
+    spec = select(get_sweep(SWEEP), overrides)[1]
+    reference = train(spec.cfg, tmp_path / "ref", tmp_path / "cref", SWEEP)
+    job = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", overrides,
+                 SlurmOptions(time_min=10, tasks_per_node=2))[spec.run_id]
+    assert job.results() == ["done", "done"]  # one result per task
+    run_dir = tmp_path / "r" / SWEEP / spec.run_id
+    assert json.loads((run_dir / "status.json").read_text())["world_size"] == 2
+    for a, b in zip(_lines(run_dir), _lines(reference), strict=True):
+        assert a["elements"] == b["elements"] and a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
