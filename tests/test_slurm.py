@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from grid.checkpoint import CheckpointManager
 from grid.launch import main as launch
@@ -89,7 +90,14 @@ def test_a_preempted_job_requeues_and_ends_like_an_uninterrupted_run(prepared, t
     root, _ = prepared
     overrides = _tiny(root, D=16_000)
     spec = find_run(select(get_sweep(SWEEP), overrides), select(get_sweep(SWEEP), overrides)[0].run_id)
-    reference = train(spec.cfg, tmp_path / "ref", tmp_path / "cref", SWEEP)
+    # Bitwise equality needs the job's thread count (1 CPU per task): a different number of
+    # threads sums in a different order.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = train(spec.cfg, tmp_path / "ref", tmp_path / "cref", SWEEP)
+    finally:
+        torch.set_num_threads(threads)
     jobs = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", overrides, SlurmOptions(time_min=10))
     job = jobs[spec.run_id]
     run_dir = tmp_path / "r" / SWEEP / spec.run_id
