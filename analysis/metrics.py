@@ -14,7 +14,7 @@ import re
 # (pattern on the key's last "/" part, higher is better); first match wins.
 _DIRECTIONS: tuple[tuple[str, bool], ...] = (
     (r"loss|^lm|lm_|diffusion|ppl|perplexity|bpb|bits|nll|fid|kid|mse|error|^z$", False),
-    (r"cider|bleu|rouge|meteor|acc|clip|geneval|score|recall|precision|f1", True),
+    (r"cider|bleu|rouge|meteor|acc|clip|geneval|score|recall|precision|f1|distinct", True),
 )
 # Display order: text first, then captioning, then image generation (paper Table 3).
 _ORDER: tuple[str, ...] = ("text_c4", "text_wiki", "text", "llama", "caption", "images", "t2i", "geneval")

@@ -4,7 +4,7 @@
 
 benchmark  keys                                         paper (Table 3)          demo default
 text       text_<role>/{ppl,bpb,nll,tokens}             C4, Wiki: 20M tokens     8,192 tokens per corpus
-caption    caption/{cider,bleu4,rougeL}                 COCO Karpathy test: 5k   32 images, greedy, 24 tokens
+caption    caption/{cider,bleu4,rougeL,distinct}        COCO Karpathy test: 5k   32 images, greedy, 24 tokens
 fid        t2i/fid (+ t2i/fid_inception)                COCO val: 30k captions   64 images
 geneval    t2i/geneval_<category>, t2i/geneval_overall  GenEval (7B only)        8 prompts per category
 clip       t2i/clip_score (needs clip_checkpoint)       COCO val: 30k            the FID images
@@ -163,7 +163,10 @@ def _caption(ctx: _Context) -> dict:
                               ctx.generator("caption"), ctx.cfg.batch_size, bar.update)
     texts = [ctx.tok.decode(x, skip_special=True) for x in ids]
     scores = captions_mod.caption_scores(texts, ctx.held_out["captions"][:encoded.shape[0]])
-    return {f"caption/{k}": v for k, v in scores.items()} | {"meta/caption_example": texts[0]}
+    # A weak model often writes one caption for every image; CIDEr alone hides that.
+    distinct = len(set(texts)) / max(1, len(texts))
+    return ({f"caption/{k}": v for k, v in scores.items()} | {"caption/distinct": distinct,
+                                                              "meta/caption_example": texts[0]})
 
 
 def _fid(ctx: _Context) -> dict:
