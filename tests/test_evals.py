@@ -157,8 +157,8 @@ def test_evaluate_runs_every_benchmark_deterministically_and_leaves_the_caller_a
     timeless = lambda d: {k: v for k, v in d.items() if not k.startswith("meta/seconds")}  # noqa: E731
     assert timeless(out) == timeless(again)
     numbers = {k: v for k, v in out.items() if not k.startswith("meta/")}
-    assert {"text_wiki/ppl", "text_wiki/bpb", "caption/cider", "caption/bleu4", "caption/rougeL", "caption/distinct", "t2i/fid",
-            "t2i/geneval_overall"} <= set(numbers)
+    assert {"text_wiki/ppl", "text_wiki/bpb", "caption/cider", "caption/bleu4", "caption/rougeL", "caption/distinct",
+            "t2i/fid", "t2i/geneval_overall"} <= set(numbers)
     assert all(isinstance(v, float) and math.isfinite(v) for v in numbers.values()), numbers
     assert out["meta/fid_network"] == fid_net[1] and json.loads(out["meta/eval_config"])["cfg_scale"] == 5.0
     # Each benchmark has its own generator: running one alone gives the same value.
