@@ -148,3 +148,26 @@ def test_decoding_logits_equal_the_training_forward(make_model, diffusion, speci
     for got, j in zip(seen, sampled_at):
         finite = torch.isfinite(got)  # decoding bars some special tokens
         torch.testing.assert_close(got[finite], logits[j - 1][finite], rtol=1e-4, atol=1e-5)
+
+
+def test_denoiser_during_decoding_equals_the_training_forward(make_model, diffusion, special, text, image):
+    """The eps the sampler gets for the image after a caption equals the training forward's eps
+    for that caption + noisy image packed in a row, at every timestep: positions, masks,
+    timestep and patch embedding agree between generation and training."""
+    from data.sequences import pack
+    from model.generate import _Decoder
+
+    model = make_model(seed=3)
+    captions = [text(5, 1), text(3, 2)]
+    x0 = torch.stack([image(0).data, image(1).data])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    for step in (0, 400, 999):
+        t = torch.full((2,), step)
+        x_t = diffusion.q_sample(x0, t, noise)
+        batch = pack([[c, Image(x)] for c, x in zip(captions, x0)], 48, special, model.cfg.patch.num_patches)
+        with torch.no_grad():
+            _, trained = model(batch, x_t, t, batch.lm_targets()[0])
+            dec = _Decoder(model, diffusion, special, SamplingConfig(), None, use_cache=True)
+            dec.prefill([[Text(torch.cat([c.ids, torch.tensor([special.boi])]))] for c in captions])
+            decoded = dec._image_pass(dec.ctx, torch.ones(2, dtype=torch.bool), dec.pos, x_t, t, commit=False)
+        torch.testing.assert_close(decoded, trained.reshape(decoded.shape), rtol=1e-4, atol=1e-5)
