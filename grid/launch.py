@@ -3,7 +3,7 @@
     python grid/launch.py --sweep demo [--executor auto|slurm|local|debug] [--dry-run] [--json]
         [--results-dir DIR] [--checkpoint-dir DIR] [--max-parallel K] [--retry-failed] [--no-wait]
         [--set key=value ...]
-        [--partition P] [--account A] [--qos Q] [--time-min M] [--nodes N] [--gpus-per-node G]
+        [--partition P] [--account A] [--qos Q] [--time-min M] [--nodes N] [--gpus-per-node G] [--tasks-per-node T]
         [--cpus-per-task C] [--mem-gb M] [--constraint C] [--slurm-config FILE]
 
 Idempotent: a run whose status.json says done is skipped, an interrupted one resumes from its

@@ -7,7 +7,7 @@ the run directory (DESIGN: config.yaml, metrics.jsonl, evals.json, status.json).
 from its latest complete checkpoint (model, optimizer, schedule, step, elements seen, stream
 position and every RNG state), so a run killed at any step and started again ends exactly where
 an uninterrupted one does; metrics lines written after that checkpoint by the killed process
-are dropped on resume. SIGUSR1 / SIGTERM checkpoint at the next step boundary and exit. A run
+are dropped on resume. SIGUSR1 / SIGUSR2 / SIGTERM checkpoint at the next step boundary and exit. A run
 that raises, or whose loss is not finite, is marked failed with its error in status.json.
 
 At the end a run records its held-out losses (text next-token loss per held-out corpus,
