@@ -32,7 +32,7 @@ Decisions:
   generators and resume exactly, STYLE 8), eval (benchmark settings: `python -m evals.run`
   re-scores a finished run with others), device, compile and parallel (the same numbers up to float
   reassociation), and, for Chameleon, the Transfusion-only knobs (image_attention, patch_*,
-  unet_channels, lambda_diffusion, noise_limit). precision stays in: bf16 changes results.
+  unet_channels, lambda_diffusion, noise_limit, prediction). precision stays in: bf16 changes results.
   Adding a field to RunConfig changes every id; keep that in mind for committed results.
 """
 
@@ -55,7 +55,7 @@ from data.embedded import IMAGE_DATASETS
 from data.stream import StreamConfig
 from evals.harness import EvalConfig
 from model.backbone import BackboneConfig
-from model.diffusion import DiffusionConfig
+from model.diffusion import PREDICTIONS, DiffusionConfig
 from model.patches import PatchConfig
 from model.sizes import get_size
 from model.transfusion import TransfusionConfig
@@ -66,7 +66,8 @@ TRANSFUSION_LR = 3e-4  # paper sec 4.1
 PAPER_WARMUP_STEPS, PAPER_STEPS = 4000, 250_000  # paper sec 4.1: warmup fraction 1.6%
 
 _T, _P, _D = TransfusionConfig(), PatchConfig(), DiffusionConfig()
-TRANSFUSION_ONLY = ("image_attention", "patch_kind", "patch_size", "unet_channels", "lambda_diffusion", "noise_limit")
+TRANSFUSION_ONLY = ("image_attention", "patch_kind", "patch_size", "unet_channels", "lambda_diffusion", "noise_limit",
+                    "prediction")
 NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval")
 PARALLEL = ("auto", "ddp", "fsdp")
 
@@ -94,6 +95,7 @@ class ModelKnobs:
     unet_channels: int = _P.unet_channels
     lambda_diffusion: float = _T.lambda_diffusion
     noise_limit: int | None = _D.noise_limit  # None disables (sec 4.3.5)
+    prediction: str = _D.prediction  # "eps" (paper) | "v" | "x0": what the diffusion head predicts
     qk_norm: bool | None = None  # None: family default (Chameleon on)
     norm_reorder: bool = False
     dropout: float = 0.0
@@ -106,6 +108,7 @@ class DataConfig:
     dataset: str = "shapes"
     text_share: float = StreamConfig.text_share
     caption_first: float = StreamConfig.caption_first
+    caption_dropout: float = StreamConfig.caption_dropout  # pairs trained as the image alone (guidance)
 
 
 @dataclass
@@ -167,13 +170,15 @@ class RunConfig:
         if self.family == "transfusion":
             _patch(m).validate()  # kind and size; divisibility again once the latent is known
             TransfusionConfig(image_attention=m.image_attention).validate()
+            if m.prediction not in PREDICTIONS:
+                raise ValueError(f"model.prediction={m.prediction!r}; valid: {', '.join(PREDICTIONS)}")
 
 
 def stream_config(cfg: RunConfig) -> StreamConfig:
     """The data stream's config (one seed per run: data order follows the run seed)."""
     d = cfg.data
     return StreamConfig(seq_len=cfg.seq_len, batch_rows=cfg.batch_rows, text_share=d.text_share,
-                        caption_first=d.caption_first, seed=cfg.seed)
+                        caption_first=d.caption_first, caption_dropout=d.caption_dropout, seed=cfg.seed)
 
 
 def resolved(cfg: RunConfig) -> RunConfig:
@@ -380,7 +385,7 @@ def build_model_config(cfg: RunConfig, vocab_size: int, image_shape: tuple[int, 
             raise ValueError(f"transfusion needs a square latent shape (C, H, W), got {tuple(image_shape)}")
         model = TransfusionConfig(
             backbone=backbone, patch=_patch(m, image_shape[0], image_shape[1]),
-            diffusion=dataclasses.replace(_D, noise_limit=m.noise_limit), vocab_size=vocab_size,
+            diffusion=dataclasses.replace(_D, noise_limit=m.noise_limit, prediction=m.prediction), vocab_size=vocab_size,
             image_attention=m.image_attention, lambda_diffusion=m.lambda_diffusion, z_loss=m.z_loss)
     elif r.family == "chameleon":
         if len(image_shape) != 2 or image_shape[0] != image_shape[1]:

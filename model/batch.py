@@ -72,9 +72,12 @@ def layout(
 ) -> Layout:
     """Lay out one example as elements (see module docstring).
 
-    An image counts as "image first" when no text segment precedes it: the paper's noise limit
-    (t <= 500) applies to those images so that the caption after them sees a recognisable image.
-    Python loops here run per segment, never per element.
+    An image counts as "image first" when no text precedes it and some text follows it (an
+    image-then-caption pair): the paper's noise limit (t <= 500) applies to those images so
+    that the caption after them sees a recognisable image. An image with no text at all (an
+    unconditional example from caption dropout) is not image-first: it is the guidance's
+    unconditional branch and must train at every t. Python loops here run per segment, never
+    per element.
     """
     tokens, modality, slots = [], [], []
     images, image_first = [], []
@@ -98,12 +101,14 @@ def layout(
             modality.append(torch.full((patches_per_image,), IMAGE, dtype=torch.long))
             slots.append(torch.full((patches_per_image,), len(images), dtype=torch.long))
             images.append(seg.data)
-            image_first.append(not seen_text)
+            image_first.append(not seen_text)  # and text follows: settled after the loop
             add_text(torch.tensor([special.eoi]))
         else:
             raise TypeError(f"segment must be Text or Image, got {type(seg).__name__}")
     if add_eos:
         add_text(torch.tensor([special.eos]))
+    if not seen_text:  # no text anywhere: nothing follows any image either
+        image_first = [False] * len(images)
     if not tokens:
         empty = torch.zeros(0, dtype=torch.long)
         return Layout(empty, empty.clone(), empty.clone(), [], [])
@@ -122,7 +127,7 @@ class PackedBatch:
     doc_id     [B, L] long: document index within its row, -1 for padding
     position   [B, L] long: position within the document (RoPE), restarting per document
     images     [n, C, H, W] float latents (Transfusion) or [n, h, w] long codes; n may be 0
-    image_first [n] bool: the image precedes all text of its example (noise limit applies)
+    image_first [n] bool: the image precedes all text of its example and text follows (noise limit applies)
     """
 
     tokens: torch.Tensor

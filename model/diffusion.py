@@ -1,10 +1,15 @@
 """Gaussian diffusion for Transfusion's image patches: schedule, noising, loss and samplers.
 
-The network only predicts epsilon; everything else lives here and takes the model as a
-callable ``model_fn(x_t [n, ...], t LongTensor[n]) -> eps_pred [n, ...]`` (DiT's split).
-Paper (Transfusion sec 3/4): DDPM, epsilon prediction, T = 1000, cosine schedule, loss per
-image, noise limited to t <= 500 for image-first pairs; inference denoises 250 steps with
-classifier-free guidance.
+The network only predicts; everything else lives here and takes the model as a callable
+``model_fn(x_t [n, ...], t LongTensor[n]) -> prediction [n, ...]`` (DiT's split). What the
+network predicts is `DiffusionConfig.prediction`:
+    eps   the noise (paper sec 3.2, the default)
+    v     sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, "Progressive distillation")
+    x0    the clean latent
+Training regresses the chosen target (`target`); sampling converts the prediction to the pair
+(x0_hat, eps_hat) exactly (`split`). Paper (Transfusion sec 3/4): DDPM, epsilon prediction,
+T = 1000, cosine schedule, loss per image, noise limited to t <= 500 for image-first pairs;
+inference denoises 250 steps with classifier-free guidance.
 
 Index convention (as in Nichol & Dhariwal 2021, "Improved DDPM", their 0-based code):
 timestep index t = 0 .. T-1, t = 0 least noisy. With f(u) = cos^2((u + s)/(1 + s) * pi/2),
@@ -12,6 +17,24 @@ timestep index t = 0 .. T-1, t = 0 least noisy. With f(u) = cos^2((u + s)/(1 + s
 so alphas_cumprod[t] = f((t+1)/T) / f(0) exactly wherever no clip bit (only t = T-1, where
 f(1) = 0, is clipped: without it the last step would have abar = 0 and x0 = eps/0).
 "Previous" of t = 0 is the clean image, abar = 1.
+
+Why the sampling grid depends on the prediction (Lin et al. 2024, "Common Diffusion Noise
+Schedules and Sample Steps Are Flawed", sec 3): the cosine schedule ends at abar_{T-1} =
+2.4e-9, zero terminal SNR in effect. There epsilon carries no information about x0, and
+x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar) multiplies the model's eps error by
+1/sqrt(abar) = 2e4; a DDIM step of 25 from t = 999 passes ~1,300x of it on to x_{t_prev}.
+Lin et al. therefore pair "trailing" grids (the first step at t = T-1, which they recommend)
+with v prediction, whose x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat never divides by
+sqrt(abar); x0 prediction needs no division either. Epsilon prediction instead uses the
+"leading" grid of DDIM (Song et al. 2021) and diffusers: t_i = i * (T // steps), the top step
+one stride below T, where the first step's gain on the eps error, sqrt(abar_prev / abar_t),
+is about 2 (25 steps: t = 960, abar 3.9e-3; 250 steps: t = 996, abar 2.2e-5). Pure noise
+stands in for x_960 at a relative signal variance of 0.4%, which the later steps absorb.
+`timestep_schedule(..., spacing="auto")` picks leading for eps and trailing otherwise; eps
+with a grid that reaches t = T-1 is refused with an error. Independently, `clip_x0` clamps
+x0_hat to the latent range the autoencoder records (static thresholding, Ho et al. 2020's
+clipped denoising for pixels; Saharia et al. 2022 for guidance): a bound on what any residual
+amplification or strong guidance can do.
 """
 
 from __future__ import annotations
@@ -26,6 +49,8 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 SCHEDULES = ("cosine", "linear")
 METHODS = ("ddpm", "ddim")
+PREDICTIONS = ("eps", "v", "x0")
+SPACINGS = ("auto", "leading", "trailing")
 MAX_BETA = 0.999  # Nichol & Dhariwal 2021 sec 3.2: clip to avoid singularities near t = T
 
 
@@ -35,6 +60,7 @@ class DiffusionConfig:
     schedule: str = "cosine"  # "cosine" (Nichol & Dhariwal) or "linear" (Ho et al., scaled to T)
     noise_limit: int | None = 500  # image-first pairs sample t <= noise_limit (paper); None disables
     cosine_s: float = 0.008  # Nichol & Dhariwal's offset: keeps beta_0 from being vanishingly small
+    prediction: str = "eps"  # what the network predicts: "eps" (paper), "v" or "x0" (module docstring)
 
 
 def _betas(cfg: DiffusionConfig) -> torch.Tensor:
@@ -53,6 +79,8 @@ def _validate(cfg: DiffusionConfig) -> None:
     T = cfg.timesteps
     if isinstance(T, bool) or not isinstance(T, int) or T < 1:
         raise ValueError(f"DiffusionConfig.timesteps must be an int >= 1, got {T!r}")
+    if cfg.prediction not in PREDICTIONS:
+        raise ValueError(f"DiffusionConfig.prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"DiffusionConfig.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     if cfg.schedule == "linear" and 0.02 * 1000.0 / T >= 1:
@@ -77,8 +105,20 @@ def _randn(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | N
     return torch.randn(shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
 
 
+def _split(prediction: str, x_t: torch.Tensor, pred: torch.Tensor, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, eps) from a prediction, with a = sqrt(abar), b = sqrt(1 - abar) (floats or tensors
+    broadcasting against x_t). Exact inverse of the targets, from x_t = a x0 + b eps and
+    v = a eps - b x0 (so a^2 + b^2 = 1 gives x0 = a x_t - b v, eps = b x_t + a v)."""
+    if prediction == "eps":
+        return (x_t - b * pred) / a, pred
+    if prediction == "v":
+        return a * x_t - b * pred, b * x_t + a * pred
+    return pred, (x_t - a * pred) / b
+
+
 class Diffusion:
-    """Schedule, noising, per-image epsilon loss and DDPM/DDIM samplers (see module docstring)."""
+    """Schedule, noising, per-image loss on the prediction target and DDPM/DDIM samplers (see
+    the module docstring)."""
 
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
         cfg = DiffusionConfig() if cfg is None else cfg
@@ -140,54 +180,101 @@ class Diffusion:
         a, b = self._coefs(t.to(x0.device))
         return _expand(a, x0).to(x0.dtype) * x0 + _expand(b, x0).to(x0.dtype) * noise
 
-    def per_image_loss(self, eps_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """[n] MSE of each image, averaged over all its own elements. Inputs [n, ...]."""
-        if eps_pred.shape != noise.shape:
-            raise ValueError(f"eps_pred {tuple(eps_pred.shape)} and noise {tuple(noise.shape)} differ in shape")
-        return (eps_pred - noise).pow(2).reshape(eps_pred.shape[0], -1).mean(dim=1)
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network is trained to predict for x_t = q_sample(x0, t, noise): noise (eps),
+        sqrt(abar) noise - sqrt(1 - abar) x0 (v) or x0. All [n, ...]; t LongTensor[n]."""
+        p = self.cfg.prediction
+        if p == "eps":
+            return noise
+        if p == "x0":
+            return x0
+        a, b = self._coefs(t.to(x0.device))
+        return _expand(a, x0).to(x0.dtype) * noise - _expand(b, x0).to(x0.dtype) * x0
 
-    def loss(self, eps_pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Scalar L_DDPM: per-image mean squared error, then mean over the n images.
+    def split(self, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0_hat, eps_hat), each [n, ...], from the network's prediction [n, ...] at x_t [n, ...]
+        and timesteps t LongTensor[n]: the exact inverse of `target` (any prediction)."""
+        a, b = self._coefs(t.to(x_t.device))
+        return _split(self.cfg.prediction, x_t, pred, _expand(a, x_t).to(x_t.dtype), _expand(b, x_t).to(x_t.dtype))
+
+    def to_eps(self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """eps_hat [n, ...] of a prediction: comparable across predictions (diagnostics)."""
+        return self.split(x_t, pred, t)[1]
+
+    def per_image_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """[n] MSE of each image, averaged over all its own elements. Inputs [n, ...]."""
+        if pred.shape != target.shape:
+            raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+        return (pred - target).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar L_DDPM: per-image mean squared error against `target`, then mean over the n images.
 
         The paper states the diffusion loss per image (sec 3.3), so an image counts once
-        whatever its number of patches. n = 0 gives 0.0, still attached to eps_pred's graph
-        (a batch with no images must not make the total loss NaN).
+        whatever its number of patches. n = 0 gives 0.0, still attached to pred's graph
+        (a batch with no images must not make the total loss NaN). The value is in the units
+        of the prediction: eps and v losses are comparable in scale, x0 losses are not.
         """
-        if eps_pred.shape[0] == 0:
-            return eps_pred.sum() * 0.0
-        return self.per_image_loss(eps_pred, noise).mean()
+        if pred.shape[0] == 0:
+            return pred.sum() * 0.0
+        return self.per_image_loss(pred, target).mean()
 
     # ---------------------------------------------------------------- sampling
 
-    def timestep_schedule(self, steps: int) -> torch.Tensor:
-        """LongTensor[steps]: evenly spaced, strictly descending from T-1 to 0 (both included for
-        steps >= 2; steps = 1 gives [T-1]). Spacing >= 1 when steps <= T, so rounding keeps them
-        distinct."""
+    def spacing_for(self, spacing: str) -> str:
+        """Resolve "auto": leading for eps prediction, trailing for v and x0 (module docstring)."""
+        if spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+        if spacing == "auto":
+            return "leading" if self.cfg.prediction == "eps" else "trailing"
+        return spacing
+
+    def timestep_schedule(self, steps: int, spacing: str = "auto") -> torch.Tensor:
+        """LongTensor[steps], strictly descending, ending at 0.
+
+        trailing (Lin et al. 2024): evenly spaced from T-1 to 0, both included for steps >= 2
+        (steps = 1 gives [T-1]); rounding keeps them distinct since the spacing is >= 1.
+        leading (DDIM, Song et al. 2021): i * (T // steps) for i = steps-1 .. 0, so the top
+        step sits one stride below T. With eps prediction a grid that contains t = T-1 is an
+        error (x0_hat = eps error x 2e4 there; see the module docstring).
+        """
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.T:
             raise ValueError(f"steps must be an int in [1, {self.T}], got {steps!r}")
-        return torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round().long()
+        spacing = self.spacing_for(spacing)
+        if spacing == "trailing":
+            ts = torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round().long()
+        else:
+            ts = torch.arange(steps - 1, -1, -1, dtype=torch.long) * (self.T // steps)
+        if self.cfg.prediction == "eps" and int(ts[0]) == self.T - 1:
+            raise ValueError(f"eps prediction cannot start sampling at t = {self.T - 1} (abar = "
+                             f"{float(self._abar64[-1]):.1e}: x0_hat would amplify the eps error "
+                             f"{float(self._abar64[-1]) ** -0.5:.0e}x); use spacing='leading' with steps < {self.T}, "
+                             f"or prediction v / x0")
+        return ts
 
-    def _predict_x0(self, x_t: torch.Tensor, eps: torch.Tensor, ab: float, clip_x0: float | None):
-        """x0 = (x_t - sqrt(1-abar) eps) / sqrt(abar); with clipping, eps is made consistent with
-        the clipped x0 (as in DDIM implementations) so both samplers use the same pair."""
-        x0 = (x_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    def _x0_eps(self, x_t: torch.Tensor, pred: torch.Tensor, ab: float, clip_x0: float | None):
+        """(x0_hat, eps_hat) at one timestep of abar `ab` (a Python float: float64 coefficients).
+        With clipping, eps is made consistent with the clipped x0 (as in DDIM implementations)
+        so both samplers use the same pair."""
+        x0, eps = _split(self.cfg.prediction, x_t, pred, math.sqrt(ab), math.sqrt(1 - ab))
         if clip_x0 is not None:
             x0 = x0.clamp(-clip_x0, clip_x0)
             eps = (x_t - math.sqrt(ab) * x0) / math.sqrt(1 - ab)
         return x0, eps
 
     def ddpm_step(
-        self, x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor | None,
+        self, x_t: torch.Tensor, pred: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor | None,
         clip_x0: float | None = None,
     ) -> torch.Tensor:
-        """One ancestral step x_t -> x_{t_prev} (t_prev = -1: the clean image), respaced.
+        """One ancestral step x_t -> x_{t_prev} (t_prev = -1: the clean image), respaced, from the
+        network's prediction `pred` [n, ...].
 
         Respacing (Nichol & Dhariwal sec 4): beta' = 1 - abar_t / abar_prev; sample from the
         posterior q(x_prev | x_t, x0_hat): mean (Ho et al. eq 7) and variance
         beta' (1 - abar_prev) / (1 - abar_t). noise [n, ...] or None (final step: mean only).
         """
         ab, ab_prev = float(self._abar64[t]), (float(self._abar64[t_prev]) if t_prev >= 0 else 1.0)
-        x0, _ = self._predict_x0(x_t, eps, ab, clip_x0)
+        x0, _ = self._x0_eps(x_t, pred, ab, clip_x0)
         beta = 1 - ab / ab_prev
         mean = (beta * math.sqrt(ab_prev) / (1 - ab)) * x0 + ((1 - ab_prev) * math.sqrt(1 - beta) / (1 - ab)) * x_t
         if noise is None:
@@ -195,17 +282,18 @@ class Diffusion:
         return mean + math.sqrt(beta * (1 - ab_prev) / (1 - ab)) * noise
 
     def ddim_step(
-        self, x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor | None,
+        self, x_t: torch.Tensor, pred: torch.Tensor, t: int, t_prev: int, noise: torch.Tensor | None,
         eta: float = 0.0, clip_x0: float | None = None,
     ) -> torch.Tensor:
-        """One DDIM step x_t -> x_{t_prev} (Song et al. 2021 eq 12; t_prev = -1: clean image).
+        """One DDIM step x_t -> x_{t_prev} (Song et al. 2021 eq 12; t_prev = -1: clean image) from
+        the network's prediction `pred` [n, ...].
 
         sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev); eta = 1 makes
         sigma^2 the DDPM posterior variance and the mean the posterior mean, eta = 0 is
         deterministic. noise [n, ...] or None (no noise added).
         """
         ab, ab_prev = float(self._abar64[t]), (float(self._abar64[t_prev]) if t_prev >= 0 else 1.0)
-        x0, eps = self._predict_x0(x_t, eps, ab, clip_x0)
+        x0, eps = self._x0_eps(x_t, pred, ab, clip_x0)
         sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
         out = math.sqrt(ab_prev) * x0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
         if noise is None or sigma == 0:
@@ -222,17 +310,18 @@ class Diffusion:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         clip_x0: float | None = None,
+        spacing: str = "auto",
     ) -> torch.Tensor:
         """Denoise x_T [n, ...] (pure noise) over ``steps`` timesteps from timestep_schedule;
         returns x_0 [n, ...] on x_T's device and dtype.
 
-        model_fn receives the original timestep index (0..T-1) as LongTensor[n], not the
-        respaced one. method "ddpm" (ancestral, respaced; eta must be 0) or "ddim" (eta >= 0).
-        clip_x0: clamp predicted x0 to [-clip_x0, clip_x0]; None by default because latents
-        are not confined to [-1, 1]. One standard-normal draw per step except the last (no
-        noise at the final step), in the same order for both methods, so DDIM with eta = 1
-        over all T steps reproduces DDPM given the same generator state (eta = 0 DDIM draws
-        nothing). Runs under no_grad.
+        model_fn returns the network's prediction (cfg.prediction) and receives the original
+        timestep index (0..T-1) as LongTensor[n], not the respaced one. method "ddpm"
+        (ancestral, respaced; eta must be 0) or "ddim" (eta >= 0). clip_x0: clamp predicted x0
+        to [-clip_x0, clip_x0] (the evaluation passes the autoencoder's latent range). One
+        standard-normal draw per step except the last (no noise at the final step), in the
+        same order for both methods, so DDIM with eta = 1 reproduces DDPM given the same
+        generator state (eta = 0 DDIM draws nothing). Runs under no_grad.
         """
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -240,18 +329,20 @@ class Diffusion:
             raise ValueError(f"eta applies to method 'ddim' only, got eta={eta} with 'ddpm'")
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
-        ts = self.timestep_schedule(steps).tolist()
+        if clip_x0 is not None and not clip_x0 > 0:
+            raise ValueError(f"clip_x0 must be None or > 0, got {clip_x0}")
+        ts = self.timestep_schedule(steps, spacing).tolist()
         x = x_T
         for i, t in enumerate(ts):
             t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            eps = model_fn(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
+            pred = model_fn(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
             # eta = 0 DDIM is deterministic: skip the draw (it would be multiplied by 0).
             stochastic = method == "ddpm" or eta > 0
             noise = _randn(x.shape, x, generator) if t_prev >= 0 and stochastic else None
             if method == "ddpm":
-                x = self.ddpm_step(x, eps, t, t_prev, noise, clip_x0)
+                x = self.ddpm_step(x, pred, t, t_prev, noise, clip_x0)
             else:
-                x = self.ddim_step(x, eps, t, t_prev, noise, eta, clip_x0)
+                x = self.ddim_step(x, pred, t, t_prev, noise, eta, clip_x0)
         return x
 
 

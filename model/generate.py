@@ -39,7 +39,8 @@ class SamplingConfig:
     sampler: str = "ddim"  # or "ddpm"
     eta: float = 0.0
     cfg_scale: float = 1.0  # paper: 5 for the Chameleon comparison, 3 for ablations
-    clip_x0: float | None = None  # clamp each step's predicted clean latent to [-c, c]
+    clip_x0: float | None = None  # clamp each step's predicted clean latent to [-c, c] (evals: the latent range)
+    spacing: str = "auto"  # timestep grid: auto = leading for eps, trailing for v / x0 (model/diffusion.py)
 
 
 def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -180,7 +181,7 @@ class _Decoder:
             model_fn = guided(cond, uncond, cfg.cfg_scale)
         x_T = torch.randn((b, *self.latent_shape), generator=self.generator, device=dev).to(self.param.dtype)
         x0 = self.diffusion.sample(model_fn, x_T, cfg.image_steps, method=cfg.sampler, eta=cfg.eta,
-                                   generator=self.generator, clip_x0=cfg.clip_x0)
+                                   generator=self.generator, clip_x0=cfg.clip_x0, spacing=cfg.spacing)
         # The finished image joins the prefix as a clean (t = 0) image, as in captioning.
         self._image_pass(self.ctx, rows, self.pos, x0, torch.zeros(b, dtype=torch.long, device=dev), commit=True)
         self.pos = self.pos + rows.long() * self.n_patches

@@ -2,11 +2,12 @@
 
 The network only predicts: `Transfusion.forward` takes a packed batch whose images are already
 noised and returns next-token logits (at text positions that have a target) and the noise
-prediction for every image. `transfusion_loss` owns the recipe around it: per-image timesteps
-(with the noise limit for image-first examples), noising, and
+prediction for every image (eps by default, or v / x0: model/diffusion.py). `transfusion_loss`
+owns the recipe around it: per-image timesteps (with the noise limit for image-first
+examples), noising, and
     loss = L_LM + lambda * L_DDPM,  lambda = 5        (paper eq. 4, sec 4.1)
-with L_LM the mean over text targets and L_DDPM the per-image mean squared error on the noise,
-averaged over images.
+with L_LM the mean over text targets and L_DDPM the per-image mean squared error on the
+prediction target (the noise, for the paper's eps), averaged over images.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class Transfusion(nn.Module):
         return x, skips
 
     def decode_images(self, h_img: torch.Tensor, t: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """Noise prediction [n, C, H, W] from the backbone's outputs at the patches [n, P, dim]."""
+        """Diffusion prediction [n, C, H, W] (eps, v or x0) from the backbone's outputs at the
+        patches [n, P, dim]."""
         return self.patch_dec(h_img, t, skips)
 
     def forward(self, batch: PackedBatch, x_t: torch.Tensor, t: torch.Tensor,
@@ -107,7 +109,7 @@ class Transfusion(nn.Module):
         """One pass over a packed batch whose images are noised: x_t [n, C, H, W], t [n].
 
         Returns (logits [m, V] at the m positions where lm_mask [B, L] is True (default: every
-        position with a text target), eps_pred [n, C, H, W]). The head runs only where a loss
+        position with a text target), the diffusion prediction [n, C, H, W] (cfg.diffusion.prediction)). The head runs only where a loss
         or a prediction is wanted, not at every patch.
         """
         x, skips = self.embed(batch.tokens, batch.modality, x_t, t)
@@ -151,8 +153,8 @@ def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
         t, noise = draw_noise(diffusion, x0, batch.image_first, generator)
     x_t = diffusion.q_sample(x0, t, noise)
     lm_mask, targets = batch.lm_targets()
-    logits, eps = model(batch, x_t, t, lm_mask)
+    logits, pred = model(batch, x_t, t, lm_mask)
     lm, z = next_token_loss(logits, targets[lm_mask], cfg.z_loss)
-    diff = diffusion.loss(eps.float(), noise)
+    diff = diffusion.loss(pred.float(), diffusion.target(x0, noise, t))
     total = lm + cfg.lambda_diffusion * diff + z
     return LossParts(total, lm, diff, z, int(lm_mask.sum()), n)

@@ -132,9 +132,10 @@ def test_loss_empty_batch_is_zero_with_graph():
 
 
 @pytest.mark.parametrize("K", [1, 2, 3, 10, 50, 250, 999, 1000])
-def test_timestep_schedule(K):
-    d = Diffusion()
-    ts = d.timestep_schedule(K)
+def test_trailing_timestep_schedule(K):
+    d = Diffusion(DiffusionConfig(prediction="v"))
+    ts = d.timestep_schedule(K)  # auto: trailing for v
+    assert torch.equal(ts, d.timestep_schedule(K, "trailing"))
     assert ts.dtype == torch.long and ts.shape == (K,)
     assert ts[0] == 999
     if K >= 2:
@@ -143,6 +144,28 @@ def test_timestep_schedule(K):
         assert gaps.max() - gaps.min() <= 1  # evenly spaced up to rounding
     if K == 1000:
         assert torch.equal(ts, torch.arange(999, -1, -1))
+
+
+@pytest.mark.parametrize("K", [2, 25, 250, 999])
+def test_leading_timestep_schedule_for_eps_avoids_the_endpoint(K):
+    d = Diffusion()  # eps: auto is leading
+    ts = d.timestep_schedule(K)
+    stride = 1000 // K
+    assert torch.equal(ts, torch.arange(K - 1, -1, -1) * stride)
+    assert ts[0] < 999 and ts[-1] == 0
+    # the first step's gain on an eps error, sqrt(abar_prev / abar_t), stays small
+    if K >= 2:
+        gain = (d._abar64[ts[1]] / d._abar64[ts[0]]).sqrt().item()
+        assert gain < 3.5, gain
+
+
+def test_eps_refuses_a_grid_through_the_degenerate_endpoint():
+    d = Diffusion()
+    for steps, spacing in ((25, "trailing"), (1000, "leading"), (1000, "auto")):
+        with pytest.raises(ValueError, match="eps prediction cannot start sampling at t = 999"):
+            d.timestep_schedule(steps, spacing)
+    with pytest.raises(ValueError, match="spacing"):
+        d.timestep_schedule(25, "linspace")
 
 
 def test_timestep_schedule_rejects_bad_steps():
@@ -159,9 +182,9 @@ def _analytic_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("steps", [1000, 50])
-def test_ddim_eta1_equals_ddpm(dtype, rtol, steps):
-    d = Diffusion()
+@pytest.mark.parametrize("steps, prediction", [(1000, "v"), (999, "eps"), (50, "eps"), (50, "x0")])
+def test_ddim_eta1_equals_ddpm(dtype, rtol, steps, prediction):
+    d = Diffusion(DiffusionConfig(prediction=prediction))
     x_T = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(3), dtype=dtype)
     out = {}
     for method, eta in (("ddpm", 0.0), ("ddim", 1.0)):
@@ -227,6 +250,90 @@ def test_gaussian_oracle_recovers_distribution(method, eta):
     x0 = d.sample(model_fn, x_T, 250, method=method, eta=eta, generator=torch.Generator().manual_seed(1))
     assert x0.mean().item() == pytest.approx(mu, abs=0.03)
     assert x0.std().item() == pytest.approx(s, rel=0.05)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_targets_convert_back_exactly(prediction):
+    # float64 so "exactly" means to rounding; t spans both ends, where 1/sqrt(abar) and
+    # 1/sqrt(1 - abar) are largest
+    d = Diffusion(DiffusionConfig(prediction=prediction))
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    x0 = 2 * torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    noise = torch.randn(6, 3, 4, 4, generator=g, dtype=torch.float64)
+    d.sqrt_alphas_cumprod, d.sqrt_one_minus_alphas_cumprod = d._abar64.sqrt(), (1 - d._abar64).sqrt()
+    x_t = d.q_sample(x0, t, noise)
+    pred = d.target(x0, noise, t)
+    x0_hat, eps_hat = d.split(x_t, pred, t)
+    # eps cannot give x0 at t = 999 (abar 2.4e-9) to better than 1e-16 / sqrt(abar); x0 cannot
+    # give eps at t = 0 to better than 1e-16 / sqrt(1 - abar): only those two lose digits
+    assert_close(x0_hat[:5] if prediction == "eps" else x0_hat, x0[:5] if prediction == "eps" else x0,
+                 rtol=0, atol=1e-9)
+    assert_close(eps_hat[1:] if prediction == "x0" else eps_hat, noise[1:] if prediction == "x0" else noise,
+                 rtol=0, atol=1e-9)
+    assert_close(d.to_eps(x_t, t, pred), eps_hat, rtol=0, atol=0)
+    expected = {"eps": noise, "x0": x0,
+                "v": d._abar64[t].sqrt().view(-1, 1, 1, 1) * noise - (1 - d._abar64[t]).sqrt().view(-1, 1, 1, 1) * x0}
+    assert_close(pred, expected[prediction], rtol=0, atol=1e-12)
+
+
+def test_invalid_prediction_names_field():
+    with pytest.raises(ValueError, match="prediction.*eps.*v.*x0"):
+        Diffusion(DiffusionConfig(prediction="score"))
+
+
+def _imperfect_gaussian_oracle(d: Diffusion, mu: float, s: float, error: str, gen: torch.Generator):
+    """The exact E[x0 | x_t] for data x0 ~ N(mu, s^2) per element, expressed in d's prediction,
+    then spoilt: + N(0, 0.01^2) fresh each call ("noise"), or x 1.01 ("scale")."""
+
+    def model_fn(x_t, t):
+        ab = d._abar64[t].to(x_t.dtype).view(-1, 1, 1, 1)
+        a, b = ab.sqrt(), (1 - ab).sqrt()
+        x0 = mu + a * s**2 * (x_t - a * mu) / (ab * s**2 + 1 - ab)
+        eps = (x_t - a * x0) / b
+        out = {"eps": eps, "x0": x0, "v": a * eps - b * x0}[d.cfg.prediction]
+        if error == "noise":
+            return out + 0.01 * torch.randn(out.shape, generator=gen, dtype=out.dtype)
+        return 1.01 * out
+
+    return model_fn
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+@pytest.mark.parametrize("method", ["ddim", "ddpm"])
+@pytest.mark.parametrize("steps", [25, 250])  # the evaluation's default and the paper's
+@pytest.mark.parametrize("error", ["noise", "scale"])
+def test_imperfect_oracle_keeps_the_data_variance(prediction, method, steps, error):
+    # An exact oracle hides error amplification: with eps prediction and a grid from t = 999
+    # (abar 2.4e-9) an eps error of 0.01 became a sample variance of ~158 instead of 1
+    # (issue 11). Here every sampler and step count the evaluation uses, under the default
+    # spacing and no clamping, must keep the variance within 20% of the data's.
+    d = Diffusion(DiffusionConfig(prediction=prediction))
+    mu, s = 0.5, 1.0
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(2000, 1, 4, 4, generator=g, dtype=torch.float64)
+    x0 = d.sample(_imperfect_gaussian_oracle(d, mu, s, error, g), x_T, steps, method=method, generator=g)
+    ratio = x0.var().item() / s**2
+    assert 0.8 <= ratio <= 1.2, f"sample variance / data variance = {ratio:.3g}"
+    assert x0.mean().item() == pytest.approx(mu, abs=0.1)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_clamped_x0_stays_in_range_with_a_bad_model(prediction):
+    # A model that is wrong by a lot (0.3 rms, the eps error of an undertrained run at high t)
+    # still gives samples inside the latent range the autoencoder records.
+    d = Diffusion(DiffusionConfig(prediction=prediction))
+    g = torch.Generator().manual_seed(0)
+
+    def bad(x_t, t):
+        return 0.3 * torch.randn(x_t.shape, generator=g, dtype=x_t.dtype)
+
+    x_T = torch.randn(200, 1, 4, 4, generator=g)
+    for method in ("ddim", "ddpm"):
+        x0 = d.sample(bad, x_T, 25, method=method, generator=g, clip_x0=3.0)
+        assert x0.abs().max() <= 3.0 + 1e-5
+    with pytest.raises(ValueError, match="clip_x0"):
+        d.sample(bad, x_T, 25, clip_x0=0.0)
 
 
 def test_clip_x0_bounds_output():

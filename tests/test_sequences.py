@@ -37,6 +37,16 @@ def test_layout_image_then_caption(special, image, patches_per_image):
     assert lay.image_first == [True]
 
 
+def test_layout_image_alone_is_not_image_first(special, image, patches_per_image):
+    # The unconditional example of caption dropout: the noise limit exists for the caption
+    # after an image, and an image with no text must train the guidance branch at every t.
+    P = patches_per_image
+    for segments in ([image(0)], [image(0), Text(torch.tensor([], dtype=torch.long))], [image(0), image(1)]):
+        lay = layout(segments, special, P)
+        assert lay.image_first == [False] * len(lay.images)
+    assert layout([image(0), Text(torch.tensor([8]))], special, P).image_first == [True]
+
+
 def test_layout_image_first_flags_per_image(special, image, patches_per_image):
     # An empty text segment is no caption: the first image still counts as image-first.
     P = patches_per_image
@@ -268,7 +278,8 @@ def test_image_only_example_fills_minimal_row(special, image, patches_per_image)
     P = patches_per_image
     batch = pack([[image(0)], [image(1)]], P + 4, special, P)
     assert batch.tokens.shape == (2, P + 4) and batch.num_elements == 2 * (P + 4)
-    assert batch.image_first.tolist() == [True, True]
+    # No caption follows: these are unconditional examples, not noise-limited (issue 11)
+    assert batch.image_first.tolist() == [False, False]
 
 
 def test_pop_more_rows_than_ready_raises(special, text, patches_per_image):

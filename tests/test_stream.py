@@ -73,8 +73,18 @@ def test_text_and_image_elements_mix_one_to_one():
     assert abs(stream2.text_elements / (n_real + held) - 0.25) < 0.03
 
 
+def _image_docs(batch):
+    """Per image: (has a caption in its document, is flagged image-first)."""
+    out = []
+    for r in range(batch.doc_id.shape[0]):
+        for doc in batch.doc_id[r][batch.modality[r] == IMAGE].unique().tolist():
+            in_doc = batch.doc_id[r] == doc
+            out.append(int((in_doc & (batch.modality[r] != IMAGE)).sum()) > 4)  # more than BOS BOI EOI EOS
+    return torch.tensor(out)
+
+
 def test_caption_first_share_and_extreme_shares():
-    stream = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0))
+    stream = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0, caption_dropout=0.0))
     flags = torch.cat([stream.next_batch().image_first for _ in range(40)])
     assert abs(flags.float().mean().item() - 0.2) < 0.06
     text_only = _stream(StreamConfig(seq_len=64, batch_rows=4, text_share=1.0))
@@ -84,6 +94,22 @@ def test_caption_first_share_and_extreme_shares():
     for r in range(b.doc_id.shape[0]):  # every document of every row holds an image
         docs = set(b.doc_id[r][b.doc_id[r] >= 0].tolist())
         assert docs == set(b.doc_id[r][b.modality[r] == IMAGE].tolist())
+
+def test_caption_dropout_gives_unconditional_images_exempt_from_the_noise_limit():
+    stream = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0, caption_dropout=0.3))
+    batches = [stream.next_batch() for _ in range(40)]
+    captioned = torch.cat([_image_docs(b) for b in batches])
+    first = torch.cat([b.image_first for b in batches])
+    assert abs((~captioned).float().mean().item() - 0.3) < 0.06
+    assert not (first & ~captioned).any()  # an image alone is never noise-limited
+    assert abs(first[captioned].float().mean().item() - 0.2) < 0.06  # the pairs keep 80/20
+    # the default is 10%, and 0 turns it off
+    assert StreamConfig().caption_dropout == 0.1
+    none = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0, caption_dropout=0.0))
+    assert torch.cat([_image_docs(none.next_batch()) for _ in range(10)]).all()
+    with pytest.raises(ValueError, match="caption_dropout"):
+        StreamConfig(caption_dropout=1.5).validate()
+
 
 def test_epoch_sampler_covers_every_item_once_per_epoch_and_resumes():
     s = EpochSampler(7, seed=3)
