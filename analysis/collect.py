@@ -14,6 +14,13 @@ n_with_embeddings, n_with_patch), flops (what the run recorded, 6 * n_nonembeddi
 flops_* for the other N definitions, step, every numeric key of evals.json (the metrics:
 listed by `metric_columns`), and the ablation knobs flattened as "model.<key>", "data.<key>".
 
+Text -> image metrics ("t2i/...") enter the table only from runs scored under text -> image
+protocol T2I_PROTOCOL or later (evals.json "meta/t2i_protocol", written by evals/harness.py).
+Earlier runs sampled eps from t = 999 without a safe grid, which multiplied the model's eps
+error ~1,300x (issue 11), and scored FID on 64 images, inside its own noise floor: their
+t2i values are withheld, one warning line says how many, and `python -m evals.run RUN_DIR`
+re-scores such a run from its checkpoint. The table's attrs["withheld"] lists those runs.
+
 Older results lack the n_* keys: their n_nonembedding is recovered as flops / (6 * D), which
 is exact for the 6ND accounting the trainer records (model/accounting.py), and marked in the
 column n_source ("recorded" or "from_flops").
@@ -41,6 +48,18 @@ def _is_metric(key: str) -> bool:
 
 
 BOOKKEEPING = {"step", "elements", "flops", *N_DEFS, *(f"flops_{n[2:]}" for n in N_DEFS)}
+# The text -> image protocol whose numbers can be trusted; equals evals.harness.T2I_PROTOCOL
+# (a test keeps them equal: analysis/ does not import torch code).
+T2I_PROTOCOL = 2
+T2I_PREFIX = "t2i/"
+
+
+def t2i_trusted(evals: dict) -> bool:
+    """Whether a run's text -> image metrics come from the fixed sampler and powered metrics."""
+    try:
+        return int(evals.get("meta/t2i_protocol", 0)) >= T2I_PROTOCOL
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,9 @@ def load_run(run_dir: Path) -> dict:
         rec = _number(evals.get(fk))
         row[fk] = rec if rec else (6.0 * n[k] * D if n[k] else math.nan)
     metrics = {k: float(v) for k, v in evals.items() if _is_metric(k) and _number(v) is not None}
+    row["_withheld"] = not t2i_trusted(evals) and any(k.startswith(T2I_PREFIX) for k in metrics)
+    if row["_withheld"]:
+        metrics = {k: v for k, v in metrics.items() if not k.startswith(T2I_PREFIX)}
     if not metrics:
         raise RunUnreadable("evals.json holds no metric")
     row.update(metrics)
@@ -157,10 +179,11 @@ def collect(results_dirs: Iterable[Path | str], warn: Callable[[str], None] | No
             ) -> tuple[pd.DataFrame, list[Skipped]]:
     """(table, skipped) over every run under `results_dirs` (see the module docstring).
 
-    `warn` receives one line per skipped run ("skipped <sweep>/<run>: <reason>"); pass None to
-    stay quiet. The table's attrs["metrics"] lists its metric columns in first-seen order.
+    `warn` receives one line per skipped run ("skipped <sweep>/<run>: <reason>") and one for
+    withheld image metrics; pass None to stay quiet. The table's attrs["metrics"] lists its
+    metric columns in first-seen order, attrs["withheld"] the runs whose t2i/ values were dropped.
     """
-    rows, skipped, metrics = [], [], []
+    rows, skipped, metrics, withheld = [], [], [], []
     for root in results_dirs:
         root = Path(root)
         if not root.is_dir():
@@ -175,9 +198,15 @@ def collect(results_dirs: Iterable[Path | str], warn: Callable[[str], None] | No
                     warn(f"skipped {name}: {exc}")
                 continue
             metrics += [m for m in row.pop("_metrics") if m not in metrics]
+            if row.pop("_withheld"):
+                withheld.append(name)
             rows.append(row)
+    if withheld and warn:
+        warn(f"withheld the text -> image metrics of {len(withheld)} run(s) scored before protocol "
+             f"{T2I_PROTOCOL} (faulty sampler, unpowered FID; issue 11): re-score with python -m evals.run RUN_DIR")
     table = pd.DataFrame(rows)
     table.attrs["metrics"] = metrics
+    table.attrs["withheld"] = withheld
     return table, skipped
 
 
