@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from baselines.chameleon import ChameleonConfig
 from grid.config import (ConfigError, RunConfig, build_model_config, from_dict, from_yaml, load_config, resolved,
@@ -74,6 +75,8 @@ def test_yaml_mapping_where_value_expected(tmp_path):
     (["precision=fp8"], "bf16"),
     (["data.dataset=imagenet"], "shapes"),
     (["data.text_share=1.5"], "text_share"),
+    (["data.caption_dropout=-0.1"], "caption_dropout"),
+    (["model.prediction=score"], "eps, v, x0"),
     (["batch_rows=0"], "batch_rows"),
 ])
 def test_invalid_values_one_line(overrides, needle):
@@ -111,7 +114,8 @@ def test_run_id_slug_and_what_it_depends_on():
     relevant = ["seed=1", "D=3000000", "seq_len=128", "batch_rows=4", "optim.lr=1e-3", "optim.betas=[0.9,0.99]",
                 "optim.warmup_steps=100", "model.patch_size=4", "model.image_attention=causal",
                 "model.noise_limit=null", "model.qk_norm=true", "model.z_loss=1e-4", "data.text_share=0.6",
-                "data.caption_first=0.5", "precision=bf16", "family=chameleon", "size=cpu-0.33M"]
+                "data.caption_first=0.5", "data.caption_dropout=0.2", "model.prediction=v", "precision=bf16",
+                "family=chameleon", "size=cpu-0.33M"]
     ids = {o: run_id(load_config(None, [o])) for o in relevant}
     assert rid not in ids.values() and len(set(ids.values())) == len(relevant)
     for o in ["data.data_dir=/elsewhere", "eval_every=50", "checkpoint_every=7", "compile=true", "device=cpu"]:
@@ -123,8 +127,8 @@ def test_run_id_slug_and_what_it_depends_on():
         run_id(load_config(None, ["optim.lr=1.0"]))
     # Transfusion-only knobs do not change a Chameleon run.
     cham = load_config(None, ["family=chameleon"])
-    assert run_id(load_config(None, ["family=chameleon", "model.patch_size=8", "model.noise_limit=null"])) == \
-        run_id(cham)
+    assert run_id(load_config(None, ["family=chameleon", "model.patch_size=8", "model.noise_limit=null",
+                                     "model.prediction=x0"])) == run_id(cham)
 
 
 def test_steps_derivation():
@@ -157,6 +161,16 @@ def test_build_model_config_transfusion_matches_size():
     assert not m.backbone.qk_norm and m.z_loss == 0.0 and m.vocab_size == 4096
     assert (m.patch.kind, m.patch.patch_size, m.patch.latent_channels, m.patch.latent_size) == ("unet", 4, 8, 32)
     assert m.image_attention == "causal" and m.lambda_diffusion == 2.0 and m.diffusion.noise_limit is None
+    assert m.diffusion.prediction == "eps"
+    v = build_model_config(load_config(None, ["model.prediction=v"]), vocab_size=4096, image_shape=(8, 32, 32))
+    assert v.diffusion.prediction == "v"
+
+
+def test_run_config_records_caption_dropout_and_prediction():
+    # The resolved config.yaml a run writes names both, so a reader knows the recipe.
+    text = to_yaml(resolved(RunConfig()))
+    cfg = yaml.safe_load(text)
+    assert cfg["data"]["caption_dropout"] == 0.1 and cfg["model"]["prediction"] == "eps"
 
 
 def test_build_model_config_chameleon_matches_size():
