@@ -22,19 +22,22 @@ Why the sampling grid depends on the prediction (Lin et al. 2024, "Common Diffus
 Schedules and Sample Steps Are Flawed", sec 3): the cosine schedule ends at abar_{T-1} =
 2.4e-9, zero terminal SNR in effect. There epsilon carries no information about x0, and
 x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar) multiplies the model's eps error by
-1/sqrt(abar) = 2e4; a DDIM step of 25 from t = 999 passes ~1,300x of it on to x_{t_prev}.
-Lin et al. therefore pair "trailing" grids (the first step at t = T-1, which they recommend)
-with v prediction, whose x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat never divides by
-sqrt(abar); x0 prediction needs no division either. Epsilon prediction instead uses the
-"leading" grid of DDIM (Song et al. 2021) and diffusers: t_i = i * (T // steps), the top step
-one stride below T, where the first step's gain on the eps error, sqrt(abar_prev / abar_t),
-is about 2 (25 steps: t = 960, abar 3.9e-3; 250 steps: t = 996, abar 2.2e-5). Pure noise
-stands in for x_960 at a relative signal variance of 0.4%, which the later steps absorb.
-`timestep_schedule(..., spacing="auto")` picks leading for eps and trailing otherwise; eps
-with a grid that reaches t = T-1 is refused with an error. Independently, `clip_x0` clamps
-x0_hat to the latent range the autoencoder records (static thresholding, Ho et al. 2020's
-clipped denoising for pixels; Saharia et al. 2022 for guidance): a bound on what any residual
-amplification or strong guidance can do.
+sigma_t = sqrt((1 - abar) / abar) = 2e4; a DDIM step of 25 from t = 999 passed ~1,300x of it
+on to x_{t_prev}. More generally an eps error integrated along the sampling path lands in x0
+weighted by sigma, so what matters is the highest sigma the grid visits (Karras et al. 2022,
+sec 5). Lin et al. therefore pair "trailing" grids (the first step at t = T-1, which they
+recommend) with v prediction, whose x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_hat never
+divides by sqrt(abar); x0 prediction needs no division either. Epsilon prediction instead
+samples on a "capped" grid: trailing over [0, t_cap], t_cap the last timestep with abar >=
+EPS_MIN_ABAR = 4.7e-3, the terminal abar of the scaled-linear schedule on which latent
+diffusion trains its eps models (Rombach et al. 2022; Lin et al. 2024 Table 1). For the
+cosine schedule t_cap = 954 and sigma <= 14.2 at every step count (DDIM's "leading" grid
+would visit sigma 16 at 25 steps but 214 at 250). Pure noise stands in for x_954 at a relative
+signal variance of 0.5%, the same leak latent diffusion samples with. `timestep_schedule(...,
+spacing="auto")` picks capped for eps and trailing otherwise; eps on a grid through t = T-1 is
+refused. Independently, `clip_x0` clamps x0_hat to the latent range the autoencoder records
+(static thresholding; Ho et al. 2020's clipped denoising for pixels, Saharia et al. 2022 for
+strong guidance): a bound on what residual amplification or guidance can do.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SCHEDULES = ("cosine", "linear")
 METHODS = ("ddpm", "ddim")
 PREDICTIONS = ("eps", "v", "x0")
-SPACINGS = ("auto", "leading", "trailing")
+SPACINGS = ("auto", "capped", "trailing")
+EPS_MIN_ABAR = 4.7e-3  # the highest noise eps samples from (module docstring)
 MAX_BETA = 0.999  # Nichol & Dhariwal 2021 sec 3.2: clip to avoid singularities near t = T
 
 
@@ -222,34 +226,36 @@ class Diffusion:
     # ---------------------------------------------------------------- sampling
 
     def spacing_for(self, spacing: str) -> str:
-        """Resolve "auto": leading for eps prediction, trailing for v and x0 (module docstring)."""
+        """Resolve "auto": capped for eps prediction, trailing for v and x0 (module docstring)."""
         if spacing not in SPACINGS:
             raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
         if spacing == "auto":
-            return "leading" if self.cfg.prediction == "eps" else "trailing"
+            return "capped" if self.cfg.prediction == "eps" else "trailing"
         return spacing
+
+    @property
+    def t_cap(self) -> int:
+        """The last timestep with abar >= EPS_MIN_ABAR: the top of the capped grid."""
+        return int((self._abar64 >= EPS_MIN_ABAR).nonzero().max())
 
     def timestep_schedule(self, steps: int, spacing: str = "auto") -> torch.Tensor:
         """LongTensor[steps], strictly descending, ending at 0.
 
         trailing (Lin et al. 2024): evenly spaced from T-1 to 0, both included for steps >= 2
         (steps = 1 gives [T-1]); rounding keeps them distinct since the spacing is >= 1.
-        leading (DDIM, Song et al. 2021): i * (T // steps) for i = steps-1 .. 0, so the top
-        step sits one stride below T. With eps prediction a grid that contains t = T-1 is an
-        error (x0_hat = eps error x 2e4 there; see the module docstring).
+        capped: the same from t_cap (954 for the cosine schedule), so steps <= t_cap + 1.
+        With eps prediction a grid that contains t = T-1 is an error (x0_hat = eps error x 2e4
+        there; see the module docstring).
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.T:
-            raise ValueError(f"steps must be an int in [1, {self.T}], got {steps!r}")
         spacing = self.spacing_for(spacing)
-        if spacing == "trailing":
-            ts = torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round().long()
-        else:
-            ts = torch.arange(steps - 1, -1, -1, dtype=torch.long) * (self.T // steps)
+        top = self.T - 1 if spacing == "trailing" else self.t_cap
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= top + 1:
+            raise ValueError(f"steps must be an int in [1, {top + 1}] for the {spacing} grid, got {steps!r}")
+        ts = torch.linspace(top, 0, steps, dtype=torch.float64).round().long()
         if self.cfg.prediction == "eps" and int(ts[0]) == self.T - 1:
             raise ValueError(f"eps prediction cannot start sampling at t = {self.T - 1} (abar = "
                              f"{float(self._abar64[-1]):.1e}: x0_hat would amplify the eps error "
-                             f"{float(self._abar64[-1]) ** -0.5:.0e}x); use spacing='leading' with steps < {self.T}, "
-                             f"or prediction v / x0")
+                             f"{float(self._abar64[-1]) ** -0.5:.0e}x); use spacing='capped', or prediction v / x0")
         return ts
 
     def _x0_eps(self, x_t: torch.Tensor, pred: torch.Tensor, ab: float, clip_x0: float | None):

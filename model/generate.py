@@ -40,7 +40,7 @@ class SamplingConfig:
     eta: float = 0.0
     cfg_scale: float = 1.0  # paper: 5 for the Chameleon comparison, 3 for ablations
     clip_x0: float | None = None  # clamp each step's predicted clean latent to [-c, c] (evals: the latent range)
-    spacing: str = "auto"  # timestep grid: auto = leading for eps, trailing for v / x0 (model/diffusion.py)
+    spacing: str = "auto"  # timestep grid: auto = capped (t <= 954) for eps, trailing for v / x0 (model/diffusion.py)
 
 
 def sample_token(logits: torch.Tensor, temperature: float, top_k: int | None,

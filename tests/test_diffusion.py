@@ -146,24 +146,25 @@ def test_trailing_timestep_schedule(K):
         assert torch.equal(ts, torch.arange(999, -1, -1))
 
 
-@pytest.mark.parametrize("K", [2, 25, 250, 999])
-def test_leading_timestep_schedule_for_eps_avoids_the_endpoint(K):
-    d = Diffusion()  # eps: auto is leading
+@pytest.mark.parametrize("K", [1, 2, 25, 250, 955])
+def test_capped_timestep_schedule_for_eps_avoids_the_endpoint(K):
+    d = Diffusion()  # eps: auto is capped
     ts = d.timestep_schedule(K)
-    stride = 1000 // K
-    assert torch.equal(ts, torch.arange(K - 1, -1, -1) * stride)
-    assert ts[0] < 999 and ts[-1] == 0
-    # the first step's gain on an eps error, sqrt(abar_prev / abar_t), stays small
-    if K >= 2:
-        gain = (d._abar64[ts[1]] / d._abar64[ts[0]]).sqrt().item()
-        assert gain < 3.5, gain
+    assert d.t_cap == 954 and d._abar64[954] >= 4.7e-3 > d._abar64[955]
+    assert torch.equal(ts, torch.linspace(954, 0, K, dtype=torch.float64).round().long())
+    assert ts[0] == 954 and (K == 1 or ts[-1] == 0)
+    # the largest x0 amplification any step sees, sqrt((1 - abar) / abar), is the same at every K
+    sigma = ((1 - d._abar64[ts[0]]) / d._abar64[ts[0]]).sqrt().item()
+    assert sigma < 14.3, sigma
 
 
 def test_eps_refuses_a_grid_through_the_degenerate_endpoint():
     d = Diffusion()
-    for steps, spacing in ((25, "trailing"), (1000, "leading"), (1000, "auto")):
+    for steps in (1, 25, 1000):
         with pytest.raises(ValueError, match="eps prediction cannot start sampling at t = 999"):
-            d.timestep_schedule(steps, spacing)
+            d.timestep_schedule(steps, "trailing")
+    with pytest.raises(ValueError, match="steps must be an int in \\[1, 955\\] for the capped grid"):
+        d.timestep_schedule(1000)
     with pytest.raises(ValueError, match="spacing"):
         d.timestep_schedule(25, "linspace")
 
@@ -182,7 +183,7 @@ def _analytic_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-@pytest.mark.parametrize("steps, prediction", [(1000, "v"), (999, "eps"), (50, "eps"), (50, "x0")])
+@pytest.mark.parametrize("steps, prediction", [(1000, "v"), (955, "eps"), (50, "eps"), (50, "x0")])
 def test_ddim_eta1_equals_ddpm(dtype, rtol, steps, prediction):
     d = Diffusion(DiffusionConfig(prediction=prediction))
     x_T = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(3), dtype=dtype)
@@ -233,22 +234,27 @@ def test_ddpm_respaced_oracle_recovers_point():
     assert_close(x0, c.expand_as(x0), rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("prediction, mean_tol", [("v", 0.03), ("eps", 0.08)])
 @pytest.mark.parametrize("method, eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)])
-def test_gaussian_oracle_recovers_distribution(method, eta):
+def test_gaussian_oracle_recovers_distribution(method, eta, prediction, mean_tol):
     # Data x0 ~ N(mu, s^2) per element; the exact E[eps | x_t] is linear in x_t:
-    # sqrt(1-abar) (x_t - sqrt(abar) mu) / (abar s^2 + 1 - abar).
-    d = Diffusion()
+    # sqrt(1-abar) (x_t - sqrt(abar) mu) / (abar s^2 + 1 - abar). v samples from t = 999;
+    # eps from t = 954 (the capped grid), where x_t still holds 0.07 mu that pure noise lacks:
+    # deterministic DDIM carries the missing offset to the end (mean 1.44 for mu = 1.5),
+    # noise-injecting samplers wash it out. Latents are normalised to mean ~0, where it vanishes.
+    d = Diffusion(DiffusionConfig(prediction=prediction))
     mu, s = 1.5, 0.5
 
     def model_fn(x_t, t):
         ab = d._abar64[t].to(x_t.dtype).view(-1, 1, 1, 1)
-        return (1 - ab).sqrt() * (x_t - ab.sqrt() * mu) / (ab * s**2 + 1 - ab)
+        eps = (1 - ab).sqrt() * (x_t - ab.sqrt() * mu) / (ab * s**2 + 1 - ab)
+        return eps if prediction == "eps" else (eps - (1 - ab).sqrt() * x_t) / ab.sqrt()  # v = (eps - b x_t) / a
 
     x_T = torch.randn(1, 1, 100, 100, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     # 250 steps as in the paper; fewer steps bias DDPM's std low (its posterior ignores the
     # uncertainty in x0_hat): about -6% at 50 steps, -3% at 250.
     x0 = d.sample(model_fn, x_T, 250, method=method, eta=eta, generator=torch.Generator().manual_seed(1))
-    assert x0.mean().item() == pytest.approx(mu, abs=0.03)
+    assert x0.mean().item() == pytest.approx(mu, abs=mean_tol)
     assert x0.std().item() == pytest.approx(s, rel=0.05)
 
 
@@ -284,7 +290,7 @@ def test_invalid_prediction_names_field():
 
 def _imperfect_gaussian_oracle(d: Diffusion, mu: float, s: float, error: str, gen: torch.Generator):
     """The exact E[x0 | x_t] for data x0 ~ N(mu, s^2) per element, expressed in d's prediction,
-    then spoilt: + N(0, 0.01^2) fresh each call ("noise"), or x 1.01 ("scale")."""
+    then spoilt: + N(0, 0.01^2) fresh each call ("noise"), or scaled by the float `error`."""
 
     def model_fn(x_t, t):
         ab = d._abar64[t].to(x_t.dtype).view(-1, 1, 1, 1)
@@ -294,20 +300,29 @@ def _imperfect_gaussian_oracle(d: Diffusion, mu: float, s: float, error: str, ge
         out = {"eps": eps, "x0": x0, "v": a * eps - b * x0}[d.cfg.prediction]
         if error == "noise":
             return out + 0.01 * torch.randn(out.shape, generator=gen, dtype=out.dtype)
-        return 1.01 * out
+        return error * out
 
     return model_fn
 
 
-@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
-@pytest.mark.parametrize("method", ["ddim", "ddpm"])
-@pytest.mark.parametrize("steps", [25, 250])  # the evaluation's default and the paper's
-@pytest.mark.parametrize("error", ["noise", "scale"])
+# The evaluation's samplers: DDIM 25 (the CPU default) and 250 (the paper's step count), DDPM
+# 250. DDPM at 25 steps is biased low by ~16% even with an exact oracle (its posterior ignores
+# the uncertainty in x0_hat), so it is no setting to judge error amplification with.
+SAMPLERS = [("ddim", 25), ("ddim", 250), ("ddpm", 250)]
+ERRORS = [(p, e) for p in ("eps", "v", "x0") for e in ("noise", 1.01, 0.99)] + [("eps", 0.97)]
+
+
+@pytest.mark.parametrize("prediction, error", ERRORS)
+@pytest.mark.parametrize("method, steps", SAMPLERS)
 def test_imperfect_oracle_keeps_the_data_variance(prediction, method, steps, error):
     # An exact oracle hides error amplification: with eps prediction and a grid from t = 999
-    # (abar 2.4e-9) an eps error of 0.01 became a sample variance of ~158 instead of 1
+    # (abar 2.4e-9) an eps error of 0.01 became a sample variance of ~160 instead of 1
     # (issue 11). Here every sampler and step count the evaluation uses, under the default
-    # spacing and no clamping, must keep the variance within 20% of the data's.
+    # spacing and no clamping, must keep the variance within 20% of the data's, with noise on
+    # the prediction, a 1% scale error either way, and for eps a 3% underestimate (small
+    # networks predict eps slightly too small at high noise: DDIM's leading grid, whose top
+    # step at 250 steps has sigma 214, gave 1.45 at 250 steps; the capped grid gives 1.18).
+    # An x0 model's scale error compounds through the steps whatever the grid (0.97: ~0.7).
     d = Diffusion(DiffusionConfig(prediction=prediction))
     mu, s = 0.5, 1.0
     g = torch.Generator().manual_seed(0)
