@@ -28,10 +28,11 @@ default), guidance 1 and 5, x0_hat clamped to the latents' max |value| (the harn
 latent_range) and also without the clamp, where the timestep grid alone must keep sampling
 safe. Measured at the sampler of issue 11's start (grids from t = 999, image-only examples
 noise-limited to t <= 500): 10 of the 14 cases then required fail, every unclamped one with latent
-RMS 2.7e3-1.7e4 and PSNR 6.4-6.8 dB, every clamped cfg-5 one at 14.5-17 dB. With the fix (then on DDIM's leading grid) the
-worst required case is 19.9 dB with a 4.4 dB margin (two other training seeds: >= 21.9 dB and
->= 4.0 dB). DDIM at 250 steps without the clamp failed on DDIM's leading grid (latent RMS 3x at
-cfg 1, 13x at cfg 5: its top step, t = 996, has sigma 214) and passes on the capped grid.
+RMS 2.7e3-1.7e4 and PSNR 6.4-6.8 dB, every clamped cfg-5 one at 14.5-17 dB. With the fix (then
+on DDIM's leading grid) the worst required case is 19.9 dB with a 4.4 dB margin (two other
+training seeds: >= 21.9 dB and >= 4.0 dB). DDIM at 250 steps without the clamp failed on DDIM's
+leading grid (latent RMS 3x at cfg 1, 13x at cfg 5: its top step, t = 996, has sigma 214) and
+passes on the capped grid.
 
 Runtime, measured on 2 cores shared at load average ~4: Transfusion trains once per module
 (3,500 steps; its first case ~30 s), Chameleon once (400 steps; its first case ~9 s), every
