@@ -3,7 +3,9 @@
 Metric keys are whatever the runs wrote into evals.json ("text_c4/lm", "t2i/fid", ...); the
 suite never hard-codes the list. The direction is read from the key's last part: losses,
 perplexity, bits per byte and FID fall as models improve; CIDEr, BLEU, ROUGE, accuracy, CLIP
-score and GenEval rise (paper Table 3). A key matching neither is treated as lower-is-better
+score and GenEval rise (paper Table 3), as do the captions' checked content (objects, colours,
+positions, correct, parsed) and the conditioning gains (cond/..._gain: how much the other
+modality helps). A key matching neither is treated as lower-is-better
 and flagged as a guess, so a report can say so.
 """
 
@@ -14,7 +16,8 @@ import re
 # (pattern on the key's last "/" part, higher is better); first match wins.
 _DIRECTIONS: tuple[tuple[str, bool], ...] = (
     (r"loss|^lm|lm_|diffusion|ppl|perplexity|bpb|bits|nll|fid|kid|mse|error|^z$", False),
-    (r"cider|bleu|rouge|meteor|acc|clip|geneval|score|recall|precision|f1|distinct", True),
+    (r"cider|bleu|rouge|meteor|acc|clip|geneval|score|recall|precision|f1|distinct|objects|colours|positions|"
+     r"correct|parsed|gain", True),
 )
 # Display order: text first, then captioning, then image generation (paper Table 3).
 _ORDER: tuple[str, ...] = ("text_c4", "text_wiki", "text", "llama", "caption", "images", "t2i", "geneval")

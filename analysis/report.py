@@ -10,6 +10,9 @@ Compute is C = 6 N D (paper sec. 4.2; it ignores attention FLOPs on purpose) wit
 training elements (text tokens, BOI/EOI, image patches or codes) and N chosen by --n-def:
 non-embedding parameters by default (Kaplan et al. 2020), or with embeddings, or with the patch
 encoder/decoder. Sweeps named ablation-* become ablation tables; all others are scaling sweeps.
+
+A metric's interval and reference values (<key>_lo/_hi, <key>_floor_real, <key>_ref_<name>;
+evals/intervals.py) are shown beside it in every table cell and are not fitted themselves.
 """
 
 from __future__ import annotations
@@ -30,7 +33,15 @@ from analysis.collect import collect, metric_columns, read_curve
 from analysis.fit import FitError, budget_ids, fit_chinchilla, fit_isoflop, fit_power, fit_trendline
 from analysis.metrics import direction, order_metrics
 from analysis.parity import parity
-from analysis.tables import ABLATION_KNOBS, PAPER_TABLE, ablation_table, table3, to_latex, to_markdown
+from analysis.tables import ABLATION_KNOBS, PAPER_TABLE, ablation_table, main_metrics, table3, to_latex, to_markdown
+
+FLOORS_NOTE = ("Each cell shows a metric's value, its 95% interval in brackets where the run recorded one, and in "
+               "parentheses its references at the same sample size and feature network: floor_real is what real "
+               "images score against real images (the best a model can reach), ref_random the family's own "
+               "autoencoder decoding random latents or codes, ref_black all-black images, ref_shuffled the "
+               "references of other images, ref_constant one caption for every image, ref_true the references "
+               "themselves, ref_unigram a context-free model of the same text. A score that does not beat its "
+               "chance references measures nothing.")
 
 N_DEFS = {"nonembedding": ("n_nonembedding", "flops"), "with_embeddings": ("n_with_embeddings", "flops_with_embeddings"),
           "with_patch": ("n_with_patch", "flops_with_patch")}
@@ -132,6 +143,7 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
     rep.add("p", f"Runs from {', '.join(map(str, results))}: {len(table)} used, {len(skipped)} skipped. "
                  f"Compute C = 6 N D with N = {n_col} and D = all training elements (text tokens, BOI/EOI, "
                  "image patches or codes); attention FLOPs are left out, as in the paper.")
+    rep.add("p", FLOORS_NOTE)
     if skipped:
         rep.add("table", pd.DataFrame([{"run": s.run, "reason": s.reason} for s in skipped]), "skipped runs")
     if table.empty:
@@ -143,7 +155,7 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
         if c_col not in table or table[c_col].isna().all():
             raise SystemExit(f"error: no run records {c_col}; try --n-def nonembedding")
         table.to_csv(out / "table.csv", index=False)
-        metrics = order_metrics(metric_columns(table))
+        metrics = order_metrics(main_metrics(metric_columns(table)))  # intervals and floors ride along
         unknown = [m for m in metrics if not direction(m)[1]]
         if unknown:
             rep.add("p", "Direction unknown, treated as lower-is-better: " + ", ".join(unknown))

@@ -6,11 +6,18 @@
                        seeds), one column per metric; ABLATION_KNOBS names the knobs per sweep
                        (the same table as grid.sweeps.ABLATION_KNOBS; a test keeps them equal).
 A table is a pandas DataFrame of display strings; `to_markdown` / `to_latex` render it.
+
+A metric's companions (evals/intervals.py's key scheme: <key>_lo / <key>_hi, its 95% interval;
+<key>_floor_real, what real data scores; <key>_ref_<name>, chance levels and ceilings, all at
+the run's sample size) are not columns of their own: each metric cell shows them beside the
+value, "23.4 [22.1, 24.9] (floor_real 1.2 · ref_random 45 · ref_black 70)", so a reader sees
+whether a score beats chance. `is_companion` tells them apart for the fits.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -37,6 +44,43 @@ def fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+_COMPANION = re.compile(r"_(lo|hi)$|_floor_[a-z0-9]+$|_ref_[a-z0-9]+$")
+
+
+def is_companion(metric: str) -> bool:
+    """True for a metric's interval bound or reference value (module docstring), not a metric."""
+    return bool(_COMPANION.search(metric))
+
+
+def main_metrics(metrics: list[str]) -> list[str]:
+    """The metrics themselves, companions left out."""
+    return [m for m in metrics if not is_companion(m)]
+
+
+def cell(values, metric: str, interval: bool = True) -> str:
+    """One metric's display: value, [lo, hi] when recorded (and `interval`), then its floors
+    and references; `values` maps keys to numbers (a table row or a dict)."""
+    get = values.get
+    out = fmt(get(metric))
+    lo, hi = get(f"{metric}_lo"), get(f"{metric}_hi")
+    if interval and _present(lo) and _present(hi):
+        out += f" [{fmt(lo, 3)}, {fmt(hi, 3)}]"
+    refs = [(k[len(metric) + 1:], get(k)) for k in _keys(values)
+            if k.startswith(f"{metric}_") and re.fullmatch(r"(floor|ref)_[a-z0-9]+", k[len(metric) + 1:])]
+    refs = [(name, v) for name, v in refs if _present(v)]
+    if refs:
+        out += " (" + " · ".join(f"{name} {fmt(v, 3)}" for name, v in refs) + ")"
+    return out
+
+
+def _present(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _keys(values) -> list[str]:
+    return list(values.index) if isinstance(values, pd.Series) else list(values)
+
+
 def _header(metric: str) -> str:
     return f"{metric} {arrow(metric)}"
 
@@ -45,7 +89,7 @@ def table3(table: pd.DataFrame, metrics: list[str], parities: dict, c_col: str =
            family_col: str = "family", families: tuple[str, ...] = ("transfusion", "chameleon")) -> pd.DataFrame:
     """Largest run of each family (N, D, C and its metrics) plus a parity FLOP ratio row; a
     ratio read off the trendline outside the computes that were run is marked "(extrap.)"."""
-    metrics = order_metrics(metrics)
+    metrics = order_metrics(main_metrics(metrics))
     rows = []
     for fam in families:
         g = table[table[family_col] == fam]
@@ -53,7 +97,7 @@ def table3(table: pd.DataFrame, metrics: list[str], parities: dict, c_col: str =
             continue
         top = g.loc[g[c_col].idxmax()]
         row = {"": f"{fam} ({top.get('size', '?')}, D={fmt(top['D'], 3)}, C={fmt(top[c_col], 3)})"}
-        row.update({_header(m): fmt(top.get(m)) for m in metrics})
+        row.update({_header(m): cell(top, m) for m in metrics})
         rows.append(row)
     row = {"": "parity FLOP ratio"}
     for m in metrics:
@@ -76,16 +120,20 @@ def ablation_table(table: pd.DataFrame, sweep: str, metrics: list[str]) -> pd.Da
         raise ValueError(f"no finished runs in sweep {sweep!r}")
     if not knobs:
         raise ValueError(f"sweep {sweep!r} has no known knob columns (known sweeps: {', '.join(ABLATION_KNOBS)})")
-    metrics = [m for m in order_metrics(metrics) if m in g.columns and g[m].notna().any()]
+    metrics = [m for m in order_metrics(main_metrics(metrics)) if m in g.columns and g[m].notna().any()]
+    shown = metrics + [c for c in g.columns if is_companion(c) and any(c.startswith(f"{m}_") for m in metrics)
+                       and pd.api.types.is_numeric_dtype(g[c])]
     keyed = g.assign(**{k: g[k].astype(str) for k in knobs})
-    agg = keyed.groupby(knobs, sort=True)[metrics].mean()
+    agg = keyed.groupby(knobs, sort=True)[shown].mean()
     counts = keyed.groupby(knobs, sort=True).size()
     rows = []
     for key, vals in agg.iterrows():
         key = key if isinstance(key, tuple) else (key,)
         row = {k.split(".")[-1]: v for k, v in zip(knobs, key)}
-        row["runs"] = str(int(counts.loc[key if len(key) > 1 else key[0]]))
-        row.update({_header(m): fmt(vals[m]) for m in metrics})
+        runs = int(counts.loc[key if len(key) > 1 else key[0]])
+        row["runs"] = str(runs)
+        # One run's interval is its own; a mean of several runs' bounds would be no interval.
+        row.update({_header(m): cell(vals, m, interval=runs == 1) for m in metrics})
         rows.append(row)
     return pd.DataFrame(rows)
 

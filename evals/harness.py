@@ -2,21 +2,45 @@
 
     out = evaluate(model, diffusion, data, "shapes", EvalConfig())   # {"text_c4/ppl": ..., ...}
 
-benchmark  keys                                         paper (Table 3)          demo default
-text       text_<role>/{ppl,bpb,nll,tokens}             C4, Wiki: 20M tokens     8,192 tokens per corpus
-caption    caption/{cider,bleu4,rougeL,distinct}        COCO Karpathy test: 5k   32 images, greedy, 24 tokens
-fid        t2i/fid (+ t2i/fid_inception)                COCO val: 30k captions   64 images
-geneval    t2i/geneval_<category>, t2i/geneval_overall  GenEval (7B only)        8 prompts per category
-clip       t2i/clip_score (needs clip_checkpoint)       COCO val: 30k            the FID images
-lm_eval    lm_eval/<task>/<metric>, lm_eval/mean_acc    Llama-2 suite, 0-shot    off (needs lm_eval_tasks)
+benchmark  keys                                             paper (Table 3)         demo default
+text       text_<role>/{ppl,bpb,nll,tokens}, ppl_ref_unigram C4, Wiki: 20M tokens    8,192 tokens per corpus
+caption    caption/{cider,bleu4,rougeL,distinct,parsed},    COCO Karpathy test: 5k  1,000 images, greedy,
+           caption/{objects,colours,positions,correct}                              24 tokens
+fid        t2i/{fid,kid} (+ t2i/fid_inception)              COCO val: 30k captions  1,000 images against
+           t2i/{fid,kid}_{floor_real,ref_random,ref_black}                          1,000 test images
+geneval    t2i/geneval_<category>, t2i/geneval_overall      GenEval (7B only)       32 prompts per category
+cond       cond/caption_nll_{true,shuffled,none},           -                       500 images,
+           cond/caption_image_gain, cond/eps_mse_{cond,uncond}_t<t>,                t = 100, 500, 900
+           cond/eps_text_gain_t<t> (Transfusion)
+clip       t2i/clip_score (needs clip_checkpoint)           COCO val: 30k           the FID images
+lm_eval    lm_eval/<task>/<metric>, lm_eval/mean_acc        Llama-2 suite, 0-shot   off (needs lm_eval_tasks)
+
+Every metric comes with its 95% interval (<key>_lo, <key>_hi) and its references at the same
+sample size (<key>_floor_real, <key>_ref_<name>): the key scheme and the interval methods are in
+evals/intervals.py, the FID/KID floors in evals/floors.py, the caption parser in
+evals/caption_truth.py, the diagnostics in evals/conditioning.py.
 
 Images are sampled with guidance cfg_scale (paper: 5 for the family comparison, 3 for the
 ablations) and, for Transfusion, `sampler` over `sampler_steps` steps (paper: 250; the demo uses
-DDIM 25). Held-out images come from `split` ("test"; the trainer's own held-out losses use val).
-"meta/..." keys are strings (the FID network's hash, the resolved config) and per-benchmark
-seconds. Every benchmark draws from its own generator seeded from (seed, benchmark), so a value
-does not depend on which other benchmarks ran; the caller's global RNG and the model's
-train/eval mode are restored on exit.
+DDIM 25) with x0_hat clamped to the autoencoder's latent range (evals/sampling.py; clip_x0).
+Held-out images come from `split` ("test"; the trainer's own held-out losses use val).
+"meta/..." keys are records, not results: the FID network's hash, the resolved config, the
+clamp, per-benchmark seconds, and meta/t2i_protocol (T2I_PROTOCOL: "2" since the sampler clamp,
+the 1,000-image FID/KID and the floors; results without it came from the faulty sampler of
+issue 11 and analysis drops their t2i/* values). Every benchmark draws from its own generator
+seeded from (seed, benchmark), so a value does not depend on which other benchmarks ran; the
+caller's global RNG, the model's train/eval mode and torch's thread count are restored on exit.
+
+Budget, measured on this suite's shared 2-core CPU machine with cpu-0.8M runs trained on
+D = 300k, defaults (1,000 FID/KID images, 1,000 captions, 32 GeneVal prompts per category, 500
+diagnostic pairs, 200 bootstrap resamples, one intra-op thread):
+    Transfusion  52.8 s at load ~4 (other jobs running), 40.4 s at load ~3: text 1.3, caption 2.4,
+                 fid 36.4 (sampling 1,000 images is ~35 of it; features and FID/KID with intervals
+                 0.5), geneval 7.6, cond 5.1
+    Chameleon    39.4 s at load ~4.5: text 1.9, caption 7.1, fid 20.1, geneval 5.1, cond 5.2
+With torch's default two threads the same runs took 255-312 s and 185 s (`threads` explains
+why). The first evaluation in a fresh data directory also trains the FID network (~13 s) and
+computes the floors (~2 s), once.
 """
 
 from __future__ import annotations
@@ -26,6 +50,7 @@ import json
 import sys
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,32 +61,39 @@ from tqdm import tqdm
 
 from data.embedded import EmbeddedData
 from evals import captions as captions_mod
-from evals import compositional, fid as fid_mod, text as text_mod
+from evals import compositional, conditioning, distances, floors, fid as fid_mod, text as text_mod
+from evals.caption_truth import truth_rates
 from evals.sampling import ImageSampling, image_kind, is_chameleon, sample_captions, sample_images
 from model.diffusion import Diffusion
 
-BENCHMARKS = ("text", "caption", "fid", "geneval", "clip", "lm_eval")
+BENCHMARKS = ("text", "caption", "fid", "geneval", "cond", "clip", "lm_eval")
 SAMPLERS = ("ddim", "ddpm")
+T2I_PROTOCOL = "2"  # bump when text -> image numbers stop being comparable with earlier ones
 
 
 @dataclass
 class EvalConfig:
-    """Sample counts default to the CPU demo (about 10 s per cpu-0.8M run, see the module
-    docstring); a cluster raises them toward the paper's."""
+    """Sample counts default to the CPU demo (see the module docstring's budget); a cluster
+    raises them toward the paper's."""
 
     seed: int = 0
-    batch_size: int = 32  # rows per forward pass / images per sampling call
-    benchmarks: tuple[str, ...] = ("text", "caption", "fid", "geneval")
-    split: str = "test"  # held-out image split for captioning and text -> image
+    batch_size: int = 32  # rows per text forward pass
+    sample_batch_size: int = 250  # images / captions per sampling call, rows per diagnostic pass
+    benchmarks: tuple[str, ...] = ("text", "caption", "fid", "geneval", "cond")
+    split: str = "test"  # held-out image split for captioning, text -> image and diagnostics
     text_tokens: int = 8192  # scored per held-out corpus (paper: 20M)
     text_context: int = 256  # window for perplexity (the run's seq_len)
-    caption_images: int = 32  # paper: 5,000 (Karpathy test)
+    caption_images: int = 1000  # paper: 5,000 (Karpathy test)
     caption_tokens: int = 24  # max new tokens per caption
-    t2i_images: int = 64  # FID sample size (paper: 30,000)
-    geneval_per_category: int = 8
+    t2i_images: int = 1000  # FID / KID sample size, generated and reference each (paper: 30,000)
+    geneval_per_category: int = 32
+    cond_images: int = 500  # held-out pairs for the conditioning diagnostics
+    cond_timesteps: tuple[int, ...] = (100, 500, 900)  # where conditional and unconditional eps are compared
+    bootstrap: int = 200  # resamples for the FID / KID / diagnostic intervals (0: no intervals)
     cfg_scale: float = 5.0
     sampler: str = "ddim"
     sampler_steps: int = 25  # paper: 250
+    clip_x0: float = -1.0  # x0_hat clamp: < 0 the KL latents' range (max |latent|, train split); 0 off; > 0 this
     code_temperature: float = 1.0  # Chameleon code sampling
     inception_weights: str = ""  # local InceptionV3 weights: adds t2i/fid_inception (needs torch-fidelity)
     clip_checkpoint: str = ""  # local Hugging Face CLIP directory, for the clip benchmark
@@ -69,6 +101,11 @@ class EvalConfig:
     lm_eval_include: str = ""  # folder of extra lm_eval task YAMLs
     lm_eval_limit: int = 0  # examples per task; 0 = all
     progress: bool = True  # tqdm bars and one line per benchmark on stderr
+    # Intra-op CPU threads while evaluating (0: leave torch's setting). The benchmarks run many
+    # small ops; on a shared 2-core machine two OpenMP threads wait on each other at every op
+    # (a 100k-element multiply took 8.7 ms with 2 threads, 0.013 ms with 1) and the whole
+    # evaluation ran 6x slower (see the module docstring's budget).
+    threads: int = 1
 
     def validate(self) -> None:
         bad = [b for b in self.benchmarks if b not in BENCHMARKS]
@@ -76,16 +113,26 @@ class EvalConfig:
             raise ValueError(f"unknown benchmark(s) {bad}; valid: {', '.join(BENCHMARKS)}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler={self.sampler!r}: expected one of {SAMPLERS}")
-        for name in ("batch_size", "text_tokens", "text_context", "caption_images", "caption_tokens",
-                     "geneval_per_category", "sampler_steps"):
+        for name in ("batch_size", "sample_batch_size", "text_tokens", "text_context", "caption_images",
+                     "caption_tokens", "geneval_per_category", "sampler_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.t2i_images < 2:
-            raise ValueError(f"t2i_images={self.t2i_images}: FID needs at least 2 images")
+        for name in ("t2i_images", "cond_images"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name}={getattr(self, name)}: need at least 2 images")
+        if self.bootstrap < 0 or self.threads < 0:
+            raise ValueError(f"bootstrap={self.bootstrap}, threads={self.threads}: must be >= 0 (0: none / torch's own)")
+        if not self.cond_timesteps:
+            raise ValueError("cond_timesteps is empty: give at least one timestep, e.g. 500")
         if "clip" in self.benchmarks and not self.clip_checkpoint:
             raise ValueError("benchmark 'clip' needs clip_checkpoint=<local CLIP directory>")
         if "lm_eval" in self.benchmarks and not self.lm_eval_tasks:
             raise ValueError("benchmark 'lm_eval' needs lm_eval_tasks=<task,task,...>")
+
+
+def latent_range(data: EmbeddedData, dataset: str) -> float:
+    """max |latent| over the KL-encoded training images: the clamp for x0_hat (evals/sampling.py)."""
+    return float(data.encoded(dataset, "train", "kl").abs().max())
 
 
 class _Context:
@@ -93,7 +140,7 @@ class _Context:
     held-out images and autoencoder, and the text -> image samples (FID and CLIP use the same)."""
 
     def __init__(self, model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, dataset: str,
-                 cfg: EvalConfig, log: Callable[[str], None]) -> None:
+                 cfg: EvalConfig, log: Callable[[str], None], clip_x0: float | None) -> None:
         self.model, self.diffusion, self.data, self.dataset = model, diffusion, data, dataset
         self.cfg, self.log = cfg, log
         self.device = next(model.parameters()).device
@@ -101,7 +148,7 @@ class _Context:
         self._held_out: dict | None = None
         self._autoencoder = None
         self.t2i: tuple[torch.Tensor, list[str]] | None = None
-        self.how = ImageSampling(cfg.cfg_scale, cfg.sampler, cfg.sampler_steps, cfg.code_temperature)
+        self.how = ImageSampling(cfg.cfg_scale, cfg.sampler, cfg.sampler_steps, cfg.code_temperature, clip_x0=clip_x0)
 
     @property
     def held_out(self) -> dict:
@@ -115,8 +162,17 @@ class _Context:
             self._autoencoder = self.data.autoencoder(self.dataset, image_kind(self.model)).to(self.device)
         return self._autoencoder
 
-    def generator(self, benchmark: str) -> torch.Generator:
-        return torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + zlib.crc32(benchmark.encode()))
+    @property
+    def scenes(self) -> list[str] | None:
+        """The held-out images' scene graphs (shapes), or None (a dataset without them)."""
+        meta = self.held_out["meta"]
+        return [m["scene"] for m in meta] if meta and "scene" in meta[0] else None
+
+    def seed(self, benchmark: str) -> int:
+        return self.cfg.seed * 1_000_003 + zlib.crc32(benchmark.encode())
+
+    def generator(self, benchmark: str, device: torch.device | str | None = None) -> torch.Generator:
+        return torch.Generator(device or self.device).manual_seed(self.seed(benchmark))
 
     def bar(self, desc: str, total: int) -> tqdm:
         return tqdm(total=total, desc=f"[eval] {desc}", file=sys.stderr, leave=False, disable=not self.cfg.progress)
@@ -126,7 +182,7 @@ class _Context:
         ids = [torch.tensor(self.tok.encode(p), dtype=torch.long) for p in prompts]
         with self.bar(desc, len(ids)) as bar:
             return sample_images(self.model, self.diffusion, self.autoencoder, ids, self.tok.special, self.how,
-                                 self.generator(benchmark), self.cfg.batch_size, bar.update)
+                                 self.generator(benchmark), self.cfg.sample_batch_size, bar.update)
 
     def t2i_samples(self) -> tuple[torch.Tensor, list[str]]:
         """(images [N, 3, H, W], prompts) for FID and CLIP: one reference caption per held-out
@@ -152,28 +208,65 @@ def _text(ctx: _Context) -> dict:
             res = text_mod.perplexity(ctx.model, docs, ctx.tok.special.bos, token_bytes, ctx.cfg.text_context,
                                       ctx.cfg.batch_size, bar.update)
         out.update({f"text_{role}/{k}": v for k, v in res.items() if k != "bytes"})
+        # The best context-free model of these very tokens: a model must use context to beat it.
+        out[f"text_{role}/ppl_ref_unigram"] = text_mod.unigram_perplexity(docs)
     return out
 
 
+def _references(pick: Callable[[int], list[str]], n: int) -> tuple[list[str], list[int]]:
+    """(caption texts, index of the image each belongs to) for pick(i) = captions of image i."""
+    texts, owner = [], []
+    for i in range(n):  # per image: a handful of references each
+        caps = pick(i)
+        texts += caps
+        owner += [i] * len(caps)
+    return texts, owner
+
+
 def _caption(ctx: _Context) -> dict:
-    n = ctx.cfg.caption_images
+    n = min(ctx.cfg.caption_images, len(ctx.held_out["captions"]))
     encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, image_kind(ctx.model))[:n]
-    with ctx.bar("caption", encoded.shape[0]) as bar:
+    with ctx.bar("caption", n) as bar:
         ids = sample_captions(ctx.model, ctx.diffusion, encoded.to(ctx.device), ctx.tok.special, ctx.cfg.caption_tokens,
-                              ctx.generator("caption"), ctx.cfg.batch_size, bar.update)
+                              ctx.generator("caption"), ctx.cfg.sample_batch_size, bar.update)
     texts = [ctx.tok.decode(x, skip_special=True) for x in ids]
-    scores = captions_mod.caption_scores(texts, ctx.held_out["captions"][:encoded.shape[0]])
+    refs = ctx.held_out["captions"][:n]
+    # Chance references: a caption of another image, and the most common reference for every
+    # image (a weak model's strategy; CIDEr gives it ~0.8 on shapes).
+    perm = conditioning.derangement(n, ctx.generator("caption_ref", "cpu")).tolist()
+    rng = np.random.default_rng(ctx.seed("caption_ref"))
+    shuffled = [refs[perm[i]][int(rng.integers(len(refs[perm[i]])))] for i in range(n)]
+    constant = Counter(r for rs in refs for r in rs).most_common(1)[0][0]
+    scores = captions_mod.caption_scores_many({"": texts, "shuffled": shuffled, "constant": [constant] * n}, refs)
+    out = {f"caption/{k}": v for k, v in scores[""].items()}
+    out |= {f"caption/cider_ref_{name}": scores[name]["cider"] for name in ("shuffled", "constant")}
     # A weak model often writes one caption for every image; CIDEr alone hides that.
-    distinct = len(set(texts)) / max(1, len(texts))
-    return ({f"caption/{k}": v for k, v in scores.items()} | {"caption/distinct": distinct,
-                                                              "meta/caption_example": texts[0]})
+    out |= {"caption/distinct": len(set(texts)) / max(1, len(texts)), "meta/caption_example": texts[0]}
+    scenes = ctx.scenes
+    if scenes is not None:  # shapes: score what the captions say against the scene graphs
+        scenes = scenes[:n]
+        out |= {f"caption/{k}": v for k, v in truth_rates(texts, scenes).items()}
+        own, owner = _references(lambda i: refs[i], n)
+        other, other_owner = _references(lambda i: refs[perm[i]], n)
+        for name, (t, s) in {"true": (own, [scenes[i] for i in owner]),
+                             "shuffled": (other, [scenes[i] for i in other_owner]),
+                             "constant": ([constant] * n, scenes)}.items():
+            out |= {f"caption/{k}_ref_{name}": v for k, v in truth_rates(t, s).items()
+                    if k != "parsed" and not k.endswith(("_lo", "_hi"))}
+    return out
 
 
 def _fid(ctx: _Context) -> dict:
     fake, _ = ctx.t2i_samples()
     real = ctx.held_out["images"][:fake.shape[0]]
     net, tag = fid_mod.feature_network(ctx.data, ctx.dataset, log=ctx.log)
-    out = {"t2i/fid": fid_mod.fid(real, fake, net.to(ctx.device), ctx.cfg.batch_size), "meta/fid_network": tag}
+    net = net.to(ctx.device)
+    bs = ctx.cfg.sample_batch_size
+    real_f = fid_mod.features(real, net, bs)
+    out = distances.fid_kid(real_f, fid_mod.features(fake, net, bs), ctx.cfg.bootstrap, ctx.seed("fid"), "t2i/")
+    out |= floors.reference_floors(ctx.data, ctx.dataset, ctx.cfg.split, real_f, net, tag, ctx.autoencoder, bs,
+                                   ctx.cfg.bootstrap, ctx.log)
+    out["meta/fid_network"] = tag
     if ctx.cfg.inception_weights:
         out["t2i/fid_inception"] = fid_mod.inception_fid(real, fake, ctx.cfg.inception_weights)
     return out
@@ -186,8 +279,28 @@ def _geneval(ctx: _Context) -> dict:
         return {}
     prompts = compositional.geneval_prompts(meta, ctx.cfg.geneval_per_category)
     images = ctx.images_for([c.text for c, _ in prompts], "geneval", "geneval")
-    scores = compositional.geneval_scores(images, [c for c, _ in prompts])
+    scores = compositional.geneval_with_intervals(images, [c for c, _ in prompts])
+    scores |= compositional.geneval_references(ctx.held_out["images"], prompts, ctx.generator("geneval_ref", "cpu"))
     return {f"t2i/geneval_{k}": v for k, v in scores.items()}
+
+
+def _cond(ctx: _Context) -> dict:
+    n = min(ctx.cfg.cond_images, len(ctx.held_out["captions"]))
+    encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, image_kind(ctx.model))[:n]
+    rng = np.random.default_rng(ctx.seed("cond"))
+    caps = [torch.tensor(ctx.tok.encode(r[int(rng.integers(len(r)))]), dtype=torch.long)
+            for r in ctx.held_out["captions"][:n]]
+    m, c, special = ctx.model, ctx.cfg, ctx.tok.special
+    patches = m.cfg.codes_per_image if is_chameleon(m) else m.cfg.patch.num_patches
+    gen = ctx.generator("cond", "cpu")
+    with ctx.bar("conditioning", 1) as bar:
+        out = conditioning.caption_nll(m, encoded, caps, special, patches, c.sample_batch_size, gen, c.bootstrap,
+                                       ctx.seed("cond"))
+        if not is_chameleon(m):
+            out |= conditioning.eps_mse(m, ctx.diffusion, encoded, caps, special, tuple(c.cond_timesteps),
+                                        c.sample_batch_size, gen, c.bootstrap, ctx.seed("cond"))
+        bar.update(1)
+    return out
 
 
 def _clip(ctx: _Context) -> dict:
@@ -205,29 +318,38 @@ def _lm_eval(ctx: _Context) -> dict:
                        c.text_context, c.batch_size, seed=c.seed)
 
 
-_RUNNERS = {"text": _text, "caption": _caption, "fid": _fid, "geneval": _geneval, "clip": _clip, "lm_eval": _lm_eval}
+_RUNNERS = {"text": _text, "caption": _caption, "fid": _fid, "geneval": _geneval, "cond": _cond, "clip": _clip,
+            "lm_eval": _lm_eval}
 
 
 def _brief(res: dict) -> str:
     return " ".join(f"{k.split('/', 1)[-1]}={v:.4g}" for k, v in res.items()
-                    if isinstance(v, float) and not k.startswith("meta/"))
+                    if isinstance(v, float) and not k.startswith("meta/") and not k.endswith(("_lo", "_hi")))
 
 
 def evaluate(model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, dataset: str,
              cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Run cfg.benchmarks on a Transfusion (with its Diffusion) or a Chameleon model (diffusion
-    None) and return flat {key: value}: floats, plus strings under "meta/"."""
+    None) and return flat {key: value}: floats, plus records under "meta/"."""
     cfg = cfg or EvalConfig()
     cfg.validate()
     if log is None:
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if cfg.progress else (lambda s: None)
-    if not is_chameleon(model) and diffusion is None and {"fid", "geneval", "clip"} & set(cfg.benchmarks):
-        raise ValueError("a Transfusion model needs its Diffusion for the text -> image benchmarks")
-    ctx = _Context(model, diffusion, data, dataset, cfg, log)
+    samples_images = bool({"fid", "geneval", "clip"} & set(cfg.benchmarks))
+    if not is_chameleon(model) and diffusion is None and (samples_images or "cond" in cfg.benchmarks):
+        raise ValueError("a Transfusion model needs its Diffusion for the text -> image and cond benchmarks")
+    out: dict = {"meta/eval_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
+                 "meta/t2i_protocol": T2I_PROTOCOL}
+    clip_x0 = None
+    if not is_chameleon(model) and samples_images:
+        clip_x0 = latent_range(data, dataset) if cfg.clip_x0 < 0 else (cfg.clip_x0 or None)
+        out["meta/clip_x0"] = clip_x0 if clip_x0 is not None else "off"
+    ctx = _Context(model, diffusion, data, dataset, cfg, log, clip_x0)
     devices = [ctx.device] if ctx.device.type == "cuda" else []
-    was_training = model.training
-    out: dict = {"meta/eval_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True)}
+    was_training, threads = model.training, torch.get_num_threads()
     model.eval()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(cfg.seed)  # anything not on a benchmark generator is seeded too
@@ -240,4 +362,5 @@ def evaluate(model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, 
                 log(f"[eval] {name}: {seconds:.1f} s {_brief(res)}")
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
     return out

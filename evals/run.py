@@ -3,7 +3,8 @@
     python -m evals.run RUN_DIR [--checkpoint-dir DIR] [--device cpu|cuda|auto] [key=value ...]
 
 key=value set EvalConfig fields (evals/harness.py), e.g. `t2i_images=30000 sampler_steps=250
-cfg_scale=3 benchmarks=text,fid lm_eval_tasks=hellaswag,piqa`; tuples are comma-separated.
+cfg_scale=3 benchmarks=text,fid lm_eval_tasks=hellaswag,piqa cond_timesteps=100,500`; tuples
+are comma-separated.
 text_context defaults to the run's seq_len. The run's model is loaded from its latest complete
 checkpoint (the directory status.json records, unless --checkpoint-dir is given). Existing keys
 of evals.json (the trainer's held-out losses, accounting) are kept; benchmark keys are
@@ -26,9 +27,11 @@ from evals.harness import EvalConfig, evaluate
 
 
 def _parse(value: str, tp, key: str):
-    """A command-line string as the field's type: bool, int, float, str or tuple[str, ...]."""
+    """A command-line string as the field's type: bool, int, float, str, or a tuple of one of
+    those (comma-separated, e.g. cond_timesteps=100,500)."""
     if typing.get_origin(tp) is tuple:
-        return tuple(v.strip() for v in value.split(",") if v.strip())
+        inner = typing.get_args(tp)[0]
+        return tuple(_parse(v.strip(), inner, key) for v in value.split(",") if v.strip())
     if tp is bool:
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{key}: expected true or false, got {value!r}")

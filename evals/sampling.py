@@ -6,6 +6,14 @@ with classifier-free guidance on the noise prediction) and the KL autoencoder de
 Chameleon samples VQ codes (baselines/generate.py; guidance on the code logits) and the VQ
 autoencoder decodes them. Either way a benchmark gets uint8 images [N, 3, H, W] on the CPU.
 Text is decoded greedily (paper sec 4.1) by each family's own KV-cached decoder.
+
+Diffusion sampling clamps each step's predicted clean latent x0_hat to [-clip_x0, clip_x0]
+(Saharia et al. 2022's static thresholding, applied in latent space). With eps prediction the
+first steps divide the predicted noise by sqrt(abar_t), tiny near t = T, so a small eps error
+becomes a huge x0_hat (issue 11 measured sampled latents 6,000x too large without it); the
+evaluation sets clip_x0 to the autoencoder's own latent range (max |latent| over the encoded
+training images, harness `latent_range`), which no real latent exceeds, so the clamp only
+removes what no image has.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ class ImageSampling:
     steps: int = 25  # diffusion steps (paper: 250)
     code_temperature: float = 1.0
     code_top_k: int | None = None
+    clip_x0: float | None = None  # clamp x0_hat to [-c, c] at every diffusion step (module docstring)
 
 
 def is_chameleon(model: nn.Module) -> bool:
@@ -66,7 +75,7 @@ def sample_images(model: nn.Module, diffusion: Diffusion | None, autoencoder: Im
             if diffusion is None:
                 raise ValueError("a Transfusion model needs its Diffusion to sample images")
             cfg = transfusion_generate.SamplingConfig(image_steps=how.steps, sampler=how.sampler,
-                                                      cfg_scale=how.cfg_scale)
+                                                      cfg_scale=how.cfg_scale, clip_x0=how.clip_x0)
             latents = transfusion_generate.text_to_image(model, diffusion, caps, special, cfg, generator)
         out.append(autoencoder.decode(latents.to(autoencoder.device)).cpu())
         if progress is not None:

@@ -1,6 +1,6 @@
 """The evaluation harness: each metric against a known answer, and `evaluate` on both families.
 
-FID of a set against itself is ~0 and grows with noise; CIDEr of references against themselves
+FID of a set against itself is ~0 and grows with noise (more in tests/test_evals_metrics.py); CIDEr of references against themselves
 is high and of shuffled captions low; a briefly trained model's perplexity beats the unigram
 perplexity of the same text and it ranks real continuations above reversed ones through
 lm_eval; the shapes checker passes ground-truth images and fails noise. All on the tiny
@@ -21,7 +21,7 @@ from data.embedded import EmbeddedData
 from evals import fid as fid_mod
 from evals.captions import caption_scores
 from evals.compositional import geneval_prompts, geneval_scores
-from evals.harness import EvalConfig, evaluate
+from evals.harness import T2I_PROTOCOL, EvalConfig, evaluate
 from evals.text import heldout_documents, next_token_logprobs, perplexity, score_pieces, unigram_perplexity, windows
 from model.backbone import BackboneConfig
 from model.diffusion import Diffusion
@@ -146,21 +146,38 @@ def test_compositional_accuracy_of_ground_truth_images_is_near_one_and_of_noise_
 def test_evaluate_runs_every_benchmark_deterministically_and_leaves_the_caller_alone(data, fid_net, family):
     model = _transfusion(data) if family == "transfusion" else _chameleon(data)
     diffusion = Diffusion(model.cfg.diffusion) if family == "transfusion" else None
-    cfg = EvalConfig(batch_size=4, text_tokens=256, caption_images=4, caption_tokens=6, t2i_images=4,
-                     geneval_per_category=1, sampler_steps=3, progress=False)
+    cfg = EvalConfig(batch_size=4, sample_batch_size=4, text_tokens=256, caption_images=4, caption_tokens=6,
+                     t2i_images=4, geneval_per_category=1, cond_images=4, bootstrap=20, sampler_steps=3,
+                     progress=False, threads=3 - min(torch.get_num_threads(), 2))  # not the caller's count
     model.train()
     torch.manual_seed(123)
-    rng = torch.get_rng_state()
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
     out = evaluate(model, diffusion, data, "shapes", cfg)
-    assert torch.equal(torch.get_rng_state(), rng) and model.training
+    assert torch.equal(torch.get_rng_state(), rng) and model.training and torch.get_num_threads() == threads
     again = evaluate(model, diffusion, data, "shapes", cfg)
     timeless = lambda d: {k: v for k, v in d.items() if not k.startswith("meta/seconds")}  # noqa: E731
     assert timeless(out) == timeless(again)
     numbers = {k: v for k, v in out.items() if not k.startswith("meta/")}
-    assert {"text_wiki/ppl", "text_wiki/bpb", "caption/cider", "caption/bleu4", "caption/rougeL", "caption/distinct",
-            "t2i/fid", "t2i/geneval_overall"} <= set(numbers)
+    expected = {"text_wiki/ppl", "text_wiki/bpb", "text_wiki/ppl_ref_unigram", "caption/cider", "caption/bleu4",
+                "caption/rougeL", "caption/distinct", "caption/parsed", "caption/cider_ref_shuffled",
+                "caption/cider_ref_constant", "caption/objects", "caption/objects_lo", "caption/objects_ref_true",
+                "caption/objects_ref_shuffled", "t2i/geneval_overall", "t2i/geneval_overall_lo",
+                "t2i/geneval_overall_ref_shuffled", "t2i/geneval_counting_hi", "cond/caption_nll_true",
+                "cond/caption_nll_shuffled", "cond/caption_nll_none", "cond/caption_image_gain_lo"}
+    expected |= {f"t2i/{m}{s}" for m in ("fid", "kid") for s in ("", "_lo", "_hi", "_floor_real", "_ref_random",
+                                                                    "_ref_black")}
+    if family == "transfusion":
+        expected |= {f"cond/eps_{k}_t{t}" for k in ("mse_cond", "mse_uncond", "text_gain") for t in (100, 500, 900)}
+    assert expected <= set(numbers), expected - set(numbers)
     assert all(isinstance(v, float) and math.isfinite(v) for v in numbers.values()), numbers
     assert out["meta/fid_network"] == fid_net[1] and json.loads(out["meta/eval_config"])["cfg_scale"] == 5.0
+    assert out["meta/t2i_protocol"] == T2I_PROTOCOL == "2"
+    for key in ("t2i/fid", "t2i/kid", "t2i/geneval_overall", "caption/objects"):
+        assert out[f"{key}_lo"] <= out[key] <= out[f"{key}_hi"], key
+    if family == "transfusion":  # the sampler's clamp is the KL latents' own range
+        assert out["meta/clip_x0"] == pytest.approx(float(data.encoded("shapes", "train", "kl").abs().max()))
+    else:
+        assert "meta/clip_x0" not in out
     # Each benchmark has its own generator: running one alone gives the same value.
     alone = evaluate(model, diffusion, data, "shapes", EvalConfig(**{**cfg.__dict__, "benchmarks": ("geneval",)}))
     assert alone["t2i/geneval_overall"] == out["t2i/geneval_overall"]
@@ -169,6 +186,12 @@ def test_evaluate_runs_every_benchmark_deterministically_and_leaves_the_caller_a
 def test_eval_config_rejects_unknown_benchmarks_and_missing_paths():
     with pytest.raises(ValueError, match="unknown benchmark"):
         EvalConfig(benchmarks=("text", "bleu")).validate()
+    with pytest.raises(ValueError, match="bootstrap"):
+        EvalConfig(bootstrap=-1).validate()
+    with pytest.raises(ValueError, match="t2i_images"):
+        EvalConfig(t2i_images=1).validate()
+    defaults = EvalConfig()  # the issue-11 floor: metrics with power by default
+    assert defaults.t2i_images >= 1000 and defaults.geneval_per_category >= 32 and "cond" in defaults.benchmarks
     with pytest.raises(ValueError, match="clip_checkpoint"):
         EvalConfig(benchmarks=("clip",)).validate()
 
