@@ -9,7 +9,8 @@ For each way of sampling, the same model, captions and seeds:
 it prints the RMS of the sampled latents beside the RMS of the real held-out latents, and the
 FID / KID with their intervals and reference floors (evals/harness.py's "fid" benchmark), as
 one JSON object. "pre-fix" is reproduced, not remembered: a Diffusion whose grid is the old
-one drives the unchanged DDIM / DDPM steps (the step formulas for eps did not change).
+one drives the unchanged DDIM / DDPM steps (the step formulas for eps did not change). For a
+v or x0 model the old grid is today's (trailing), so "pre-fix" equals "grid" there.
 """
 
 from __future__ import annotations

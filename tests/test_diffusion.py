@@ -333,6 +333,19 @@ def test_imperfect_oracle_keeps_the_data_variance(prediction, method, steps, err
     assert x0.mean().item() == pytest.approx(mu, abs=0.1)
 
 
+@pytest.mark.parametrize("error", ["noise", 1.01])
+def test_the_pre_fix_grid_fails_the_same_check(error):
+    # The criterion above can fail: the sampler as it was (eps on a grid from t = 999, which
+    # evals/sampler_check.py reproduces) blows the variance up ~130-160x at DDIM 25.
+    from evals.sampler_check import PreFixDiffusion
+
+    d = PreFixDiffusion()
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(2000, 1, 4, 4, generator=g, dtype=torch.float64)
+    x0 = d.sample(_imperfect_gaussian_oracle(d, 0.5, 1.0, error, g), x_T, 25, method="ddim", generator=g)
+    assert x0.var().item() > 50
+
+
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
 def test_clamped_x0_stays_in_range_with_a_bad_model(prediction):
     # A model that is wrong by a lot (0.3 rms, the eps error of an undertrained run at high t)
