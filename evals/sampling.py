@@ -8,12 +8,12 @@ autoencoder decodes them. Either way a benchmark gets uint8 images [N, 3, H, W] 
 Text is decoded greedily (paper sec 4.1) by each family's own KV-cached decoder.
 
 Diffusion sampling clamps each step's predicted clean latent x0_hat to [-clip_x0, clip_x0]
-(Saharia et al. 2022's static thresholding, applied in latent space). With eps prediction the
-first steps divide the predicted noise by sqrt(abar_t), tiny near t = T, so a small eps error
-becomes a huge x0_hat (issue 11 measured sampled latents 6,000x too large without it); the
-evaluation sets clip_x0 to the autoencoder's own latent range (max |latent| over the encoded
-training images, harness `latent_range`), which no real latent exceeds, so the clamp only
-removes what no image has.
+(Saharia et al. 2022's static thresholding, applied in latent space). The timestep grid is
+what keeps eps prediction from amplifying its error (model/diffusion.py: before issue 11 a
+grid from t = 999 left sampled latents 6,000x too large); the clamp is a bound on whatever
+amplification or strong guidance remains. The evaluation sets clip_x0 to the autoencoder's
+own latent range (max |latent| over the encoded training images, harness `latent_range`),
+which no real latent exceeds, so the clamp only removes what no image has.
 """
 
 from __future__ import annotations

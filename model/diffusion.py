@@ -30,7 +30,7 @@ recommend) with v prediction, whose x0_hat = sqrt(abar) x_t - sqrt(1 - abar) v_h
 divides by sqrt(abar); x0 prediction needs no division either. Epsilon prediction instead
 samples on a "capped" grid: trailing over [0, t_cap], t_cap the last timestep with abar >=
 EPS_MIN_ABAR = 4.7e-3, the terminal abar of the scaled-linear schedule on which latent
-diffusion trains its eps models (Rombach et al. 2022; Lin et al. 2024 Table 1). For the
+diffusion trains its eps models (Rombach et al. 2022; Lin et al. 2024 sec 3.1). For the
 cosine schedule t_cap = 954 and sigma <= 14.2 at every step count (DDIM's "leading" grid
 would visit sigma 16 at 25 steps but 214 at 250). Pure noise stands in for x_954 at a relative
 signal variance of 0.5%, the same leak latent diffusion samples with. `timestep_schedule(...,
