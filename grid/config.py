@@ -55,7 +55,7 @@ from data.embedded import IMAGE_DATASETS
 from data.stream import StreamConfig
 from evals.harness import EvalConfig
 from model.backbone import BackboneConfig
-from model.diffusion import PREDICTIONS, DiffusionConfig
+from model.diffusion import DiffusionConfig
 from model.patches import PatchConfig
 from model.sizes import get_size
 from model.transfusion import TransfusionConfig
@@ -169,9 +169,7 @@ class RunConfig:
         _with_knobs(backbone, resolved(self).model).validate()  # dropout, dim % heads
         if self.family == "transfusion":
             _patch(m).validate()  # kind and size; divisibility again once the latent is known
-            TransfusionConfig(image_attention=m.image_attention).validate()
-            if m.prediction not in PREDICTIONS:
-                raise ValueError(f"model.prediction={m.prediction!r}; valid: {', '.join(PREDICTIONS)}")
+            TransfusionConfig(image_attention=m.image_attention, diffusion=_diffusion(m)).validate()
 
 
 def stream_config(cfg: RunConfig) -> StreamConfig:
@@ -369,6 +367,10 @@ def _patch(m: ModelKnobs, channels: int = _P.latent_channels, size: int = _P.lat
                        latent_size=size, unet_channels=m.unet_channels)
 
 
+def _diffusion(m: ModelKnobs) -> DiffusionConfig:
+    return dataclasses.replace(_D, noise_limit=m.noise_limit, prediction=m.prediction)
+
+
 def build_model_config(cfg: RunConfig, vocab_size: int, image_shape: tuple[int, ...],
                        codebook_size: int | None = None) -> TransfusionConfig | ChameleonConfig:
     """The family's model config from the size, the knobs and the data, validated.
@@ -385,7 +387,7 @@ def build_model_config(cfg: RunConfig, vocab_size: int, image_shape: tuple[int, 
             raise ValueError(f"transfusion needs a square latent shape (C, H, W), got {tuple(image_shape)}")
         model = TransfusionConfig(
             backbone=backbone, patch=_patch(m, image_shape[0], image_shape[1]),
-            diffusion=dataclasses.replace(_D, noise_limit=m.noise_limit, prediction=m.prediction), vocab_size=vocab_size,
+            diffusion=_diffusion(m), vocab_size=vocab_size,
             image_attention=m.image_attention, lambda_diffusion=m.lambda_diffusion, z_loss=m.z_loss)
     elif r.family == "chameleon":
         if len(image_shape) != 2 or image_shape[0] != image_shape[1]:

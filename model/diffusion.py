@@ -66,6 +66,24 @@ class DiffusionConfig:
     cosine_s: float = 0.008  # Nichol & Dhariwal's offset: keeps beta_0 from being vanishingly small
     prediction: str = "eps"  # what the network predicts: "eps" (paper), "v" or "x0" (module docstring)
 
+    def validate(self) -> None:
+        """ValueError (one line) naming the first bad field."""
+        T = self.timesteps
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"DiffusionConfig.timesteps must be an int >= 1, got {T!r}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"DiffusionConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"DiffusionConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "linear" and 0.02 * 1000.0 / T >= 1:
+            raise ValueError(f"DiffusionConfig.timesteps must be > 20 for the linear schedule (beta_T < 1), got {T}")
+        nl = self.noise_limit
+        if nl is not None and (isinstance(nl, bool) or not isinstance(nl, int) or not 0 <= nl < T):
+            raise ValueError(f"DiffusionConfig.noise_limit must be None or an int in [0, {T - 1}], got {nl!r}")
+        if not (isinstance(self.cosine_s, (int, float)) and self.cosine_s > 0):
+            # s = 0 gives beta_0 = 0, abar_0 = 1 and a zero-variance first step (DDIM sigma divides by it)
+            raise ValueError(f"DiffusionConfig.cosine_s must be a float > 0, got {self.cosine_s!r}")
+
 
 def _betas(cfg: DiffusionConfig) -> torch.Tensor:
     """float64 betas [T]."""
@@ -77,24 +95,6 @@ def _betas(cfg: DiffusionConfig) -> torch.Tensor:
     u = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((u + cfg.cosine_s) / (1 + cfg.cosine_s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)
-
-
-def _validate(cfg: DiffusionConfig) -> None:
-    T = cfg.timesteps
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"DiffusionConfig.timesteps must be an int >= 1, got {T!r}")
-    if cfg.prediction not in PREDICTIONS:
-        raise ValueError(f"DiffusionConfig.prediction must be one of {PREDICTIONS}, got {cfg.prediction!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"DiffusionConfig.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-    if cfg.schedule == "linear" and 0.02 * 1000.0 / T >= 1:
-        raise ValueError(f"DiffusionConfig.timesteps must be > 20 for the linear schedule (beta_T < 1), got {T}")
-    nl = cfg.noise_limit
-    if nl is not None and (isinstance(nl, bool) or not isinstance(nl, int) or not 0 <= nl < T):
-        raise ValueError(f"DiffusionConfig.noise_limit must be None or an int in [0, {T - 1}], got {nl!r}")
-    if not (isinstance(cfg.cosine_s, (int, float)) and cfg.cosine_s > 0):
-        # s = 0 gives beta_0 = 0, abar_0 = 1 and a zero-variance first step (DDIM sigma divides by it)
-        raise ValueError(f"DiffusionConfig.cosine_s must be a float > 0, got {cfg.cosine_s!r}")
 
 
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ class Diffusion:
 
     def __init__(self, cfg: DiffusionConfig | None = None) -> None:
         cfg = DiffusionConfig() if cfg is None else cfg
-        _validate(cfg)
+        cfg.validate()
         self.cfg = cfg
         self.T = cfg.timesteps
         betas = _betas(cfg)

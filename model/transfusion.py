@@ -42,6 +42,7 @@ class TransfusionConfig:
     def validate(self) -> None:
         self.backbone.validate()
         self.patch.validate()
+        self.diffusion.validate()
         if self.vocab_size <= 0:
             raise ValueError(f"vocab_size must be positive, got {self.vocab_size}")
         if self.image_attention not in IMAGE_ATTENTION:

@@ -76,7 +76,7 @@ def test_yaml_mapping_where_value_expected(tmp_path):
     (["data.dataset=imagenet"], "shapes"),
     (["data.text_share=1.5"], "text_share"),
     (["data.caption_dropout=-0.1"], "caption_dropout"),
-    (["model.prediction=score"], "eps, v, x0"),
+    (["model.prediction=score"], "prediction must be one of ('eps', 'v', 'x0')"),
     (["batch_rows=0"], "batch_rows"),
 ])
 def test_invalid_values_one_line(overrides, needle):
