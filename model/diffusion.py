@@ -136,10 +136,9 @@ class Diffusion:
         self._abar64 = abar
         self.betas = betas.float()  # [T]
         self.alphas_cumprod = abar.float()  # [T]
-        # sqrt(1 - abar) from float64: in float32 1 - abar_0 (~4e-5) would lose ~3 digits.
-        self.sqrt_alphas_cumprod = abar.sqrt().float()  # [T]
-        self.sqrt_one_minus_alphas_cumprod = (1 - abar).sqrt().float()  # [T]
-        self._device_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # sqrt(abar), sqrt(1 - abar) per (device, dtype), from float64 (`_coefs`): in float32,
+        # 1 - abar_0 (~4e-5) would lose ~3 digits.
+        self._device_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ---------------------------------------------------------------- training
 
@@ -166,14 +165,13 @@ class Diffusion:
             t = torch.where(limited.to(t.device, torch.bool), t_lim, t)
         return t.to(device) if device is not None else t
 
-    def _coefs(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(sqrt(abar_t), sqrt(1 - abar_t)), each [n] float32 on t's device."""
-        if t.device not in self._device_cache:
-            self._device_cache[t.device] = (
-                self.sqrt_alphas_cumprod.to(t.device),
-                self.sqrt_one_minus_alphas_cumprod.to(t.device),
-            )
-        a, b = self._device_cache[t.device]
+    def _coefs(self, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(abar_t), sqrt(1 - abar_t)), each [n] on t's device: float64 for float64 inputs
+        (so conversions are exact to rounding there), float32 for every other dtype."""
+        key = (t.device, torch.float64 if dtype == torch.float64 else torch.float32)
+        if key not in self._device_cache:
+            self._device_cache[key] = (self._abar64.sqrt().to(*key), (1 - self._abar64).sqrt().to(*key))
+        a, b = self._device_cache[key]
         return a[t], b[t]
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -181,7 +179,7 @@ class Diffusion:
 
         x0, noise: [n, ...] (any trailing dims); t: LongTensor[n]. Returns [n, ...] in x0's dtype.
         """
-        a, b = self._coefs(t.to(x0.device))
+        a, b = self._coefs(t.to(x0.device), x0.dtype)
         return _expand(a, x0).to(x0.dtype) * x0 + _expand(b, x0).to(x0.dtype) * noise
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -192,13 +190,13 @@ class Diffusion:
             return noise
         if p == "x0":
             return x0
-        a, b = self._coefs(t.to(x0.device))
+        a, b = self._coefs(t.to(x0.device), x0.dtype)
         return _expand(a, x0).to(x0.dtype) * noise - _expand(b, x0).to(x0.dtype) * x0
 
     def split(self, x_t: torch.Tensor, pred: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0_hat, eps_hat), each [n, ...], from the network's prediction [n, ...] at x_t [n, ...]
         and timesteps t LongTensor[n]: the exact inverse of `target` (any prediction)."""
-        a, b = self._coefs(t.to(x_t.device))
+        a, b = self._coefs(t.to(x_t.device), x_t.dtype)
         return _split(self.cfg.prediction, x_t, pred, _expand(a, x_t).to(x_t.dtype), _expand(b, x_t).to(x_t.dtype))
 
     def to_eps(self, x_t: torch.Tensor, t: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
