@@ -48,8 +48,9 @@ def _latent_rms(model, diffusion: Diffusion, data, dataset: str, cfg: EvalConfig
     how = transfusion_generate.SamplingConfig(image_steps=cfg.sampler_steps, sampler=cfg.sampler,
                                               cfg_scale=cfg.cfg_scale, clip_x0=clip_x0)
     gen = torch.Generator().manual_seed(cfg.seed)
-    out = [transfusion_generate.text_to_image(model, diffusion, ids[s:s + cfg.batch_size], data.tokenizer.special,
-                                              how, gen) for s in range(0, len(ids), cfg.batch_size)]
+    b = cfg.sample_batch_size
+    out = [transfusion_generate.text_to_image(model, diffusion, ids[s:s + b], data.tokenizer.special,
+                                              how, gen) for s in range(0, len(ids), b)]
     return float(torch.cat(out).pow(2).mean().sqrt())
 
 
