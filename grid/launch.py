@@ -14,7 +14,7 @@ with a progress line; `debug` runs them one by one in this process; `slurm` subm
 through submitit (grid/slurm.py: per-size resources, which the SLURM flags or a YAML file of
 the same keys override; one job array per resource shape; preempted or timed-out jobs requeue
 and resume) and, unless --no-wait, follows them to the end. `auto` is slurm where `sbatch` is
-on PATH, else local. --set overrides apply to every run of the sweep (and so change their ids).
+on PATH and `sinfo` answers, else local. --set overrides apply to every run of the sweep (and so change their ids).
 """
 
 from __future__ import annotations
@@ -135,6 +135,21 @@ def run_slurm(sweep: str, todo: list[str], args, opts) -> dict[str, str]:
         time.sleep(5)
 
 
+def _auto_executor() -> str:
+    """slurm where sbatch exists and a controller answers, else local. A machine can carry the
+    SLURM client with no controller running (a stopped test cluster): submitting there fails."""
+    if not shutil.which("sbatch"):
+        return "local"
+    try:
+        ok = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        print("[launch] sbatch is installed but no SLURM controller answers (sinfo failed): running here; "
+              "--executor slurm to insist", file=sys.stderr)
+    return "slurm" if ok else "local"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep")
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     executor = args.executor
     if executor == "auto":
-        executor = "slurm" if shutil.which("sbatch") else "local"
+        executor = _auto_executor()
     if executor == "slurm":
         from grid.slurm import SlurmOptions
 

@@ -104,3 +104,18 @@ def test_slurm_options_override_the_per_size_defaults(tmp_path):
     assert cpu["tasks_per_node"] == 1 and "gpus_per_node" not in cpu
     with pytest.raises(ValueError, match="unknown SLURM option.*partion"):
         SlurmOptions.load(None, {"partion": "gpu"})
+
+
+def test_auto_runs_here_when_the_slurm_client_has_no_controller(tmp_path, monkeypatch, capsys):
+    # Fault injection: an sbatch on PATH with a sinfo that cannot reach a controller.
+    from grid.launch import _auto_executor
+
+    for name, rc in (("sbatch", 0), ("sinfo", 1)):
+        tool = tmp_path / name
+        tool.write_text(f"#!/bin/sh\nexit {rc}\n")
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert _auto_executor() == "local"
+    assert "no SLURM controller answers" in capsys.readouterr().err
+    (tmp_path / "sinfo").write_text("#!/bin/sh\nexit 0\n")
+    assert _auto_executor() == "slurm"
