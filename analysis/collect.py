@@ -18,7 +18,7 @@ Text -> image metrics ("t2i/...") enter the table only from runs scored under te
 protocol T2I_PROTOCOL or later (evals.json "meta/t2i_protocol", written by evals/harness.py).
 Earlier runs sampled eps from t = 999 without a safe grid, which multiplied the model's eps
 error ~1,300x (issue 11), and scored FID on 64 images, inside its own noise floor: their
-t2i values are withheld, one warning line says how many, and `python -m evals.run RUN_DIR`
+t2i values are withheld, one warning line says how many, and `python -m grid.evaluate RUN_DIR`
 re-scores such a run from its checkpoint. The table's attrs["withheld"] lists those runs.
 
 Older results lack the n_* keys: their n_nonembedding is recovered as flops / (6 * D), which
@@ -203,7 +203,7 @@ def collect(results_dirs: Iterable[Path | str], warn: Callable[[str], None] | No
             rows.append(row)
     if withheld and warn:
         warn(f"withheld the text -> image metrics of {len(withheld)} run(s) scored before protocol "
-             f"{T2I_PROTOCOL} (faulty sampler, unpowered FID; issue 11): re-score with python -m evals.run RUN_DIR")
+             f"{T2I_PROTOCOL} (faulty sampler, unpowered FID; issue 11): re-score with python -m grid.evaluate RUN_DIR")
     table = pd.DataFrame(rows)
     table.attrs["metrics"] = metrics
     table.attrs["withheld"] = withheld

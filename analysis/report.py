@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grid.family import FAMILIES  # the names only: grid/family.py imports no torch
+
 from analysis import plots
 from analysis.collect import collect, metric_columns, read_curve
 from analysis.fit import FitError, budget_ids, fit_chinchilla, fit_isoflop, fit_power, fit_trendline
@@ -45,7 +47,6 @@ FLOORS_NOTE = ("Each cell shows a metric's value, its 95% interval in brackets w
 
 N_DEFS = {"nonembedding": ("n_nonembedding", "flops"), "with_embeddings": ("n_with_embeddings", "flops_with_embeddings"),
           "with_patch": ("n_with_patch", "flops_with_patch")}
-FAMILIES = ("transfusion", "chameleon")
 
 
 class Report:

@@ -4,7 +4,7 @@
                        parity FLOP ratio per metric.
   ablation_table(...)  Tables 4-8 analogues: one row per setting of the sweep's knobs (mean over
                        seeds), one column per metric; ABLATION_KNOBS names the knobs per sweep
-                       (the same table as grid.sweeps.ABLATION_KNOBS; a test keeps them equal).
+                       (grid/ablations.py, the table the sweeps are built from).
 A table is a pandas DataFrame of display strings; `to_markdown` / `to_latex` render it.
 
 A metric's companions (evals/intervals.py's key scheme: <key>_lo / <key>_hi, its 95% interval;
@@ -21,18 +21,9 @@ import re
 
 import pandas as pd
 
-from analysis.metrics import arrow, order_metrics
+from grid.ablations import ABLATION_KNOBS, PAPER_TABLE  # torch-free: the sweeps' design as data
 
-ABLATION_KNOBS: dict[str, tuple[str, ...]] = {
-    "ablation-attention": ("model.image_attention", "model.patch_kind"),
-    "ablation-patch": ("model.patch_size", "model.patch_kind"),
-    "ablation-encoder-size": ("size", "model.patch_kind"),
-    "ablation-noise-limit": ("model.noise_limit",),
-    "ablation-lambda": ("model.lambda_diffusion",),
-    "ablation-text-only": ("family", "data.text_share"),
-}
-PAPER_TABLE = {"ablation-text-only": 4, "ablation-attention": 5, "ablation-patch": 6,
-               "ablation-encoder-size": 7, "ablation-noise-limit": 8}
+from analysis.metrics import arrow, order_metrics
 
 
 def fmt(v, digits: int = 4) -> str:

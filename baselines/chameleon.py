@@ -5,7 +5,7 @@ Transfusion's controlled comparison (arXiv 2408.11039, sec 4.1; ../shared/paper-
 VQ-VAE code grid [h, w] whose codes are ordinary vocabulary entries, one element per code
 in raster order between BOI and EOI, and everything is trained by next-token prediction under
 a causal mask. Chameleon's stability recipe (arXiv 2405.09818, sec 2.3) is on by default:
-QK-norm, z-loss 1e-5 * log^2 Z, learning rate 1e-4; norm reordering and dropout are backbone
+QK-norm, z-loss 1e-5 * log^2 Z and learning rate 1e-4 (baselines/spec.py's recipe); norm reordering and dropout are backbone
 switches.
 
 One vocabulary of text_vocab_size + codebook_size ids:
@@ -26,11 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.accounting import count_params, element_flops
-from model.backbone import BackboneConfig, Transformer
+from model.backbone import BackboneConfig
 from model.batch import IMAGE, PAD, PackedBatch
-from model.losses import next_token_loss
+from model.family import Terms
+from model.losses import next_token_sums
 from model.masks import ATTENTION_BACKENDS, AttentionMask, attention_mask
 from model.rope import rope_angles
+from model.token_model import TokenModel
 
 
 @dataclass
@@ -40,7 +42,6 @@ class ChameleonConfig:
     codebook_size: int = 512  # data/autoencoders.py AutoencoderConfig's toy VQ (paper: 16,384)
     code_grid: int = 8  # codes per image side: the VQ latent is code_grid x code_grid
     z_loss: float = 1e-5  # Chameleon sec 2.3
-    lr: float = 1e-4  # Chameleon's recipe; the trainer reads it as this family's default
     attention: str = "auto"  # as TransfusionConfig: flex block masks on CUDA, dense SDPA elsewhere
 
     @property
@@ -49,8 +50,8 @@ class ChameleonConfig:
         return self.text_vocab_size + self.codebook_size
 
     @property
-    def codes_per_image(self) -> int:
-        """Elements per image: the Packer's patches_per_image for this family."""
+    def elements_per_image(self) -> int:
+        """Elements per image: the Packer's elements_per_image for this family."""
         return self.code_grid * self.code_grid
 
     def validate(self) -> None:
@@ -58,8 +59,8 @@ class ChameleonConfig:
         for name in ("text_vocab_size", "codebook_size", "code_grid"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.z_loss < 0 or self.lr <= 0:
-            raise ValueError(f"need z_loss >= 0 and lr > 0, got z_loss={self.z_loss}, lr={self.lr}")
+        if self.z_loss < 0:
+            raise ValueError(f"need z_loss >= 0, got z_loss={self.z_loss}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention={self.attention!r}: expected one of {ATTENTION_BACKENDS}")
 
@@ -94,10 +95,11 @@ def joint_tokens(tokens: torch.Tensor, modality: torch.Tensor, codes: torch.Tens
     (the PackedBatch contract), so one masked_scatter places them all."""
     is_image = modality == IMAGE
     flat = codes.long().reshape(-1)  # a text-only batch may carry images as torch.zeros(0)
-    # The host check is free on CPU; on CUDA it would stall each step (PackedBatch.check is there).
+    # The host check is free on CPU; on CUDA it would stall each step, so it runs on CPU only
+    # (the trainer checks the host batch's own consistency, PackedBatch.check, on every device).
     if not tokens.is_cuda and flat.numel() != int(is_image.sum()):
         raise ValueError(f"{int(is_image.sum())} image elements in the batch but the code grids hold "
-                         f"{flat.numel()} codes: pack with patches_per_image = code_grid ** 2")
+                         f"{flat.numel()} codes: pack with elements_per_image = code_grid ** 2")
     return tokens.masked_scatter(is_image, flat + text_vocab_size)
 
 
@@ -122,21 +124,15 @@ def lm_targets(batch: PackedBatch, tokens: torch.Tensor) -> tuple[torch.Tensor, 
     return mask, targets
 
 
-class Chameleon(nn.Module):
-    """Token embedding over the joint vocabulary, the shared backbone, an untied head."""
-
-    bidirectional_images = False  # causal everywhere; model.generate.DecodingContext reads it
+class Chameleon(TokenModel):
+    """The shared token model (model/token_model.py) over the joint vocabulary, causal
+    everywhere (bidirectional_images False)."""
 
     def __init__(self, cfg: ChameleonConfig) -> None:
-        super().__init__()
         cfg.validate()
+        super().__init__(cfg.backbone, cfg.vocab_size)
         self.cfg = cfg
-        dim = cfg.backbone.dim
-        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
-        self.backbone = Transformer(cfg.backbone)
-        self.head = nn.Linear(dim, cfg.vocab_size, bias=False)  # untied, as in Transfusion
-        nn.init.normal_(self.tok_emb.weight, std=0.02)
-        nn.init.normal_(self.head.weight, std=0.02)
+        self._init_token_weights()
 
     def attention_mask(self, doc_id: torch.Tensor, image_id: torch.Tensor) -> AttentionMask:
         """Causal, documents apart, for rows doc_id, image_id [B, L]."""
@@ -158,36 +154,23 @@ class Chameleon(nn.Module):
         return self.head(h[lm_mask])
 
 
-@dataclass
-class ChameleonLossParts:
-    """total = lm + z. lm is the mean over all targets; lm_text / lm_image are its means over
-    targets that are text ids (EOI after an image included) / image codes, reported for the
-    text-only cost (detached; 0 where there is no such target)."""
-
-    total: torch.Tensor
-    lm: torch.Tensor
-    z: torch.Tensor
-    lm_text: torch.Tensor
-    lm_image: torch.Tensor
-    n_text_targets: int
-    n_image_targets: int
+LOSS_WEIGHTS = {"lm": 1.0, "z": 1.0}  # the objective: lm + z; lm_text and lm_image are reported only
 
 
-def chameleon_loss(model: nn.Module, batch: PackedBatch) -> ChameleonLossParts:
-    """Next-token cross-entropy over every target plus the z-loss. `model` may be a Chameleon
-    or a DDP/FSDP wrapper of one (its forward is what is called)."""
+def loss_terms(model: nn.Module, batch: PackedBatch) -> Terms:
+    """Next-token cross-entropy over every target plus the z-loss, as (sum, count) terms:
+    "lm" and "z" over all targets, and for the text-only cost (detached, reported only)
+    "lm_text" / "lm_image" over targets that are text ids (EOI after an image included) /
+    image codes. `model` may be a Chameleon or a DDP/FSDP wrapper of one."""
     cfg: ChameleonConfig = getattr(model, "module", model).cfg
     mask, targets = lm_targets(batch, tokens_of(batch, cfg))
     logits = model(batch, mask)
     targets = targets[mask]
-    lm, z = next_token_loss(logits, targets, cfg.z_loss)
+    lm, z = next_token_sums(logits, targets, cfg.z_loss)
     with torch.no_grad():  # the split is for reporting; the gradient comes from lm
         per = F.cross_entropy(logits.float(), targets, reduction="none")
         is_text = targets < cfg.text_vocab_size
-
-        def mean(sel: torch.Tensor) -> torch.Tensor:
-            return per[sel].mean() if per[sel].numel() else per.new_zeros(())
-
-        lm_text, lm_image = mean(is_text), mean(~is_text)
         n_text = int(is_text.sum())
-    return ChameleonLossParts(lm + z, lm, z, lm_text, lm_image, n_text, targets.numel() - n_text)
+        lm_text, lm_image = per[is_text].sum(), per[~is_text].sum()
+    n = targets.numel()
+    return {"lm": (lm, n), "z": (z, n), "lm_text": (lm_text, n_text), "lm_image": (lm_image, n - n_text)}

@@ -90,7 +90,7 @@ def make_batch(cfg: TransfusionConfig, seq_len: int, rows: int, seed: int, image
     """
     g = torch.Generator().manual_seed(seed)
     p = cfg.patch
-    packer = Packer(seq_len, SPECIAL, p.num_patches)
+    packer = Packer(seq_len, SPECIAL, p.elements_per_image)
     text_elems = image_elems = 0
     while packer.ready() < rows:
         if images and image_elems <= text_elems:
@@ -98,7 +98,7 @@ def make_batch(cfg: TransfusionConfig, seq_len: int, rows: int, seed: int, image
             image = Image(torch.randn(p.latent_channels, p.latent_size, p.latent_size, generator=g))
             first = float(torch.rand((), generator=g)) < CAPTION_FIRST
             packer.add([caption, image] if first else [image, caption])
-            image_elems += caption.ids.numel() + p.num_patches + 4  # BOS, BOI, EOI, EOS
+            image_elems += caption.ids.numel() + p.elements_per_image + 4  # BOS, BOI, EOI, EOS
         else:
             doc = random_text(g, cfg.vocab_size, 16, 2 * seq_len)
             packer.add([doc])

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [random_text(g, cfg.vocab_size, args.prompt_len, args.prompt_len) for _ in range(args.batch)]
     result = {"size": args.size, "device": str(device), "dtype": args.dtype, "batch": args.batch,
               "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "image_steps": args.image_steps,
-              "cfg_scale": args.cfg_scale, "patches_per_image": cfg.patch.num_patches,
+              "cfg_scale": args.cfg_scale, "elements_per_image": cfg.patch.elements_per_image,
               "text": bench_text(model, diffusion, [[t] for t in texts], args, device),
               "text_to_image": bench_image(model, diffusion, [t.ids for t in texts], args, device)}
     print(json.dumps(to_json_floats(result)))

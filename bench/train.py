@@ -4,7 +4,7 @@
         [--steps 10] [--warmup 2] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
         [--patch linear|unet] [--vocab 2048] [--latent-channels 8] [--latent-size 16]
 
-For each size, one full training step (transfusion_loss forward + backward, gradient
+For each size, one full training step (the family's loss terms forward + backward, gradient
 clipping, AdamW) is timed on a fixed packed batch of text documents and caption/image pairs,
 1:1 by elements (bench/common.make_batch); then the same model on a text-only batch of the
 same shape (the plain LM baseline). One JSON object per size:
@@ -43,21 +43,23 @@ from bench.common import (DTYPES, add_common_args, build_config, make_batch, med
 from bench.peak import measure_matmul_peak
 from model.accounting import flops_per_element, param_counts
 from model.batch import PackedBatch
-from model.diffusion import Diffusion
-from model.transfusion import Transfusion, transfusion_loss
+from model.family import combine
+from model.spec import TransfusionFamily
+from model.transfusion import Transfusion
 
 DEFAULT_SIZES = "cpu-0.11M,cpu-0.33M,cpu-0.8M"
 
 
-def _step_fn(model, fwd, diffusion, opt, batch: PackedBatch, device: torch.device, dtype: torch.dtype):
+def _step_fn(model, fwd, family: TransfusionFamily, opt, batch: PackedBatch, device: torch.device,
+             dtype: torch.dtype):
     """A closure running one training step on `batch` (already on device)."""
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
     def step() -> None:
         with autocast:
-            parts = transfusion_loss(fwd, diffusion, batch)
+            loss, _ = combine(family.loss_terms(fwd, batch, family.draw(batch, None)), family.weights)
         opt.zero_grad(set_to_none=True)
-        parts.total.backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
@@ -89,7 +91,7 @@ def bench_size(size: str, args, device: torch.device, dtype: torch.dtype, peak: 
     torch.manual_seed(args.seed)
     cfg = build_config(size, args)
     model = Transfusion(cfg).to(device).train()
-    diffusion = Diffusion(cfg.diffusion)
+    family = TransfusionFamily(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     fwd = torch.compile(model) if args.compile else model
     flops = flops_per_element(cfg, args.seq_len)
@@ -97,9 +99,9 @@ def bench_size(size: str, args, device: torch.device, dtype: torch.dtype, peak: 
            "flops_per_element": flops}
     mixed = make_batch(cfg, args.seq_len, args.batch, args.seed).to(device)
     text = make_batch(cfg, args.seq_len, args.batch, args.seed, images=False).to(device)
-    out.update(_throughput(_step_fn(model, fwd, diffusion, opt, mixed, device, dtype), mixed, args, device, flops,
+    out.update(_throughput(_step_fn(model, fwd, family, opt, mixed, device, dtype), mixed, args, device, flops,
                            peak))
-    base = _throughput(_step_fn(model, fwd, diffusion, opt, text, device, dtype), text, args, device, flops, peak)
+    base = _throughput(_step_fn(model, fwd, family, opt, text, device, dtype), text, args, device, flops, peak)
     out["text_only"] = base
     out["speed_vs_text_only"] = out["elements_per_s"] / base["elements_per_s"]
     ov = _overheads(model, cfg, args, device)

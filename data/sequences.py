@@ -49,11 +49,11 @@ def _cut_points(modality: torch.Tensor) -> torch.Tensor:
 class Packer:
     """Turns a stream of examples into rows; `pop(n)` returns full rows as a PackedBatch."""
 
-    def __init__(self, seq_len: int, special: SpecialTokens, patches_per_image: int) -> None:
-        if seq_len < patches_per_image + 4:
-            raise ValueError(f"seq_len={seq_len} cannot hold one image ({patches_per_image} patches + BOS, BOI, "
+    def __init__(self, seq_len: int, special: SpecialTokens, elements_per_image: int) -> None:
+        if seq_len < elements_per_image + 4:
+            raise ValueError(f"seq_len={seq_len} cannot hold one image ({elements_per_image} patches + BOS, BOI, "
                              f"EOI, EOS): raise seq_len or use a larger patch size")
-        self.seq_len, self.special, self.patches = seq_len, special, patches_per_image
+        self.seq_len, self.special, self.patches = seq_len, special, elements_per_image
         self.full: list[_Row] = []
         self.row = _Row()
 
@@ -162,9 +162,9 @@ def _stack(rows: list[_Row]) -> PackedBatch:
     )
 
 
-def pack(examples: list[list[Segment]], seq_len: int, special: SpecialTokens, patches_per_image: int) -> PackedBatch:
+def pack(examples: list[list[Segment]], seq_len: int, special: SpecialTokens, elements_per_image: int) -> PackedBatch:
     """Pack a finite list of examples into rows (the last one padded)."""
-    packer = Packer(seq_len, special, patches_per_image)
+    packer = Packer(seq_len, special, elements_per_image)
     for ex in examples:
         packer.add(ex)
     return packer.flush()

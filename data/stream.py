@@ -175,11 +175,11 @@ class StreamConfig:
 class MixedStream:
     """Batches of packed rows from a text source and an image-caption source.
 
-    encode_caption: str -> token ids [n]. patches_per_image: elements per image (Transfusion
+    encode_caption: str -> token ids [n]. elements_per_image: elements per image (Transfusion
     latent patches, or Chameleon codes). Either source may be None when its share is 0.
     """
 
-    def __init__(self, cfg: StreamConfig, special: SpecialTokens, patches_per_image: int,
+    def __init__(self, cfg: StreamConfig, special: SpecialTokens, elements_per_image: int,
                  text: Source | None, pairs: Source | None,
                  encode_caption: Callable[[str], torch.Tensor] | None = None) -> None:
         cfg.validate()
@@ -190,8 +190,8 @@ class MixedStream:
         if pairs is not None and encode_caption is None:
             raise ValueError("an image-caption source needs encode_caption (a tokenizer)")
         self.cfg, self.text, self.pairs, self.encode_caption = cfg, text, pairs, encode_caption
-        self.packer = Packer(cfg.seq_len, special, patches_per_image)
-        self.patches = patches_per_image
+        self.packer = Packer(cfg.seq_len, special, elements_per_image)
+        self.patches = elements_per_image
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.text_elements = 0
         self.pair_elements = 0

@@ -25,16 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.chameleon import Chameleon, lm_targets as chameleon_targets
 from model.batch import PAD, Image, PackedBatch, Segment, SpecialTokens, Text, layout
 from model.diffusion import Diffusion
+from model.family import Family
 from evals.intervals import ratio_interval, with_interval
 
 
-def rows_batch(examples: list[list[Segment]], special: SpecialTokens, patches_per_image: int) -> PackedBatch:
+def rows_batch(examples: list[list[Segment]], special: SpecialTokens, elements_per_image: int) -> PackedBatch:
     """One example per row, right-padded: a PackedBatch with doc_id 0 / -1 and positions from 0
     (what data/sequences.py's packer produces for an example that starts a row)."""
-    lays = [layout(ex, special, patches_per_image) for ex in examples]
+    lays = [layout(ex, special, elements_per_image) for ex in examples]
     b, length = len(lays), max(lay.tokens.shape[0] for lay in lays)
     tokens = torch.full((b, length), special.pad, dtype=torch.long)
     modality = torch.full((b, length), PAD, dtype=torch.long)
@@ -52,23 +52,11 @@ def rows_batch(examples: list[list[Segment]], special: SpecialTokens, patches_pe
                        torch.stack(images) if images else torch.zeros(0), torch.tensor(first, dtype=torch.bool))
 
 
-def _caption_nats(model: nn.Module, batch: PackedBatch, special: SpecialTokens) -> tuple[torch.Tensor, torch.Tensor]:
+def _caption_nats(model: nn.Module, family: Family, batch: PackedBatch,
+                  special: SpecialTokens) -> tuple[torch.Tensor, torch.Tensor]:
     """(nats [B], tokens [B]) of each row's caption tokens and EOS under the model."""
-    if isinstance(model, Chameleon):
-        tokens = model.tokens_of(batch)
-        mask, targets = chameleon_targets(batch, tokens)
-        # Codes, BOI (after BOS) and EOI (after the last code) are image targets, not the caption.
-        sel = mask & (targets < model.cfg.text_vocab_size) & (targets != special.boi) & (targets != special.eoi)
-        logits = model(batch, sel)
-    else:
-        mask, targets = batch.lm_targets()
-        sel = mask & (targets != special.boi)  # BOS -> BOI is a layout target, not the caption
-        x0 = batch.images.float()
-        if x0.shape[0] == 0:  # text-only rows carry no image shape
-            p = model.cfg.patch
-            x0 = x0.new_zeros(0, p.latent_channels, p.latent_size, p.latent_size)
-        logits, _ = model(batch, x0, torch.zeros(x0.shape[0], dtype=torch.long, device=x0.device), sel)
-    logp = F.log_softmax(logits.float(), -1).gather(-1, targets[sel][:, None])[:, 0]
+    logits, targets, sel = family.caption_logits(model, batch, special)
+    logp = F.log_softmax(logits.float(), -1).gather(-1, targets[:, None])[:, 0]
     rows = sel.nonzero()[:, 0]
     b = batch.tokens.shape[0]
     nats = torch.zeros(b, dtype=torch.float64, device=logp.device).index_add_(0, rows, -logp.double())
@@ -91,8 +79,8 @@ def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def caption_nll(model: nn.Module, images: torch.Tensor, captions: list[torch.Tensor], special: SpecialTokens,
-                patches_per_image: int, batch_size: int, generator: torch.Generator, bootstrap: int,
+def caption_nll(model: nn.Module, family: Family, images: torch.Tensor, captions: list[torch.Tensor],
+                special: SpecialTokens, batch_size: int, generator: torch.Generator, bootstrap: int,
                 seed: int) -> dict[str, float]:
     """cond/caption_nll_{true,shuffled,none} and cond/caption_image_gain, each with _lo/_hi, of
     captions (token ids [n] each) given images (latents [N, C, h, w] or codes [N, h, w])."""
@@ -104,8 +92,9 @@ def caption_nll(model: nn.Module, images: torch.Tensor, captions: list[torch.Ten
     conditions = {"true": [[Image(images[i]), Text(captions[i])] for i in range(n)],
                   "shuffled": [[Image(images[int(perm[i])]), Text(captions[i])] for i in range(n)],
                   "none": [[Text(captions[i])] for i in range(n)]}
-    fn = lambda b: _caption_nats(model, b, special)  # noqa: E731
-    res = {k: _in_batches(fn, ex, special, patches_per_image, batch_size, device) for k, ex in conditions.items()}
+    fn = lambda b: _caption_nats(model, family, b, special)  # noqa: E731
+    res = {k: _in_batches(fn, ex, special, family.elements_per_image, batch_size, device)
+           for k, ex in conditions.items()}
     out = {}
     for k, (nats, tokens) in res.items():
         out |= with_interval(f"cond/caption_nll_{k}", *ratio_interval(nats, tokens, bootstrap, seed))
@@ -120,7 +109,7 @@ def eps_mse(model: nn.Module, diffusion: Diffusion, latents: torch.Tensor, capti
     """cond/eps_mse_{cond,uncond}_t<t> and cond/eps_text_gain_t<t> (with _lo/_hi) of a
     Transfusion on latents [N, C, h, w] with their captions, at each timestep in `timesteps`."""
     n, device = latents.shape[0], next(model.parameters()).device
-    patches = model.cfg.patch.num_patches
+    patches = model.cfg.patch.elements_per_image
     bad = [t for t in timesteps if not 0 <= t < diffusion.T]
     if bad:
         raise ValueError(f"cond_timesteps {bad} outside [0, {diffusion.T - 1}]")

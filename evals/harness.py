@@ -1,6 +1,6 @@
 """One evaluation harness for both families (../shared/paper-notes.md, "Evaluation protocol"):
 
-    out = evaluate(model, diffusion, data, "shapes", EvalConfig())   # {"text_c4/ppl": ..., ...}
+    out = evaluate(model, family, data, "shapes", EvalConfig())   # {"text_c4/ppl": ..., ...}
 
 benchmark  keys                                             paper (Table 3)         demo default
 text       text_<role>/{ppl,bpb,nll,tokens}, ppl_ref_unigram C4, Wiki: 20M tokens    8,192 tokens per corpus
@@ -63,8 +63,8 @@ from data.embedded import EmbeddedData
 from evals import captions as captions_mod
 from evals import compositional, conditioning, distances, floors, fid as fid_mod, text as text_mod
 from evals.caption_truth import truth_rates
-from evals.sampling import ImageSampling, image_kind, is_chameleon, sample_captions, sample_images
-from model.diffusion import Diffusion
+from evals.sampling import sample_captions, sample_images
+from model.family import Family, ImageSampling
 
 BENCHMARKS = ("text", "caption", "fid", "geneval", "cond", "clip", "lm_eval")
 SAMPLERS = ("ddim", "ddpm")
@@ -139,9 +139,9 @@ class _Context:
     """What the benchmarks of one `evaluate` call share: the model, the data, lazily loaded
     held-out images and autoencoder, and the text -> image samples (FID and CLIP use the same)."""
 
-    def __init__(self, model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, dataset: str,
+    def __init__(self, model: nn.Module, family: Family, data: EmbeddedData, dataset: str,
                  cfg: EvalConfig, log: Callable[[str], None], clip_x0: float | None) -> None:
-        self.model, self.diffusion, self.data, self.dataset = model, diffusion, data, dataset
+        self.model, self.family, self.data, self.dataset = model, family, data, dataset
         self.cfg, self.log = cfg, log
         self.device = next(model.parameters()).device
         self.tok = data.tokenizer
@@ -159,7 +159,7 @@ class _Context:
     @property
     def autoencoder(self):
         if self._autoencoder is None:
-            self._autoencoder = self.data.autoencoder(self.dataset, image_kind(self.model)).to(self.device)
+            self._autoencoder = self.data.autoencoder(self.dataset, self.family.image_kind).to(self.device)
         return self._autoencoder
 
     @property
@@ -181,7 +181,7 @@ class _Context:
         """uint8 images [N, 3, H, W], one per prompt text."""
         ids = [torch.tensor(self.tok.encode(p), dtype=torch.long) for p in prompts]
         with self.bar(desc, len(ids)) as bar:
-            return sample_images(self.model, self.diffusion, self.autoencoder, ids, self.tok.special, self.how,
+            return sample_images(self.model, self.family, self.autoencoder, ids, self.tok.special, self.how,
                                  self.generator(benchmark), self.cfg.sample_batch_size, bar.update)
 
     def t2i_samples(self) -> tuple[torch.Tensor, list[str]]:
@@ -225,9 +225,9 @@ def _references(pick: Callable[[int], list[str]], n: int) -> tuple[list[str], li
 
 def _caption(ctx: _Context) -> dict:
     n = min(ctx.cfg.caption_images, len(ctx.held_out["captions"]))
-    encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, image_kind(ctx.model))[:n]
+    encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, ctx.family.image_kind)[:n]
     with ctx.bar("caption", n) as bar:
-        ids = sample_captions(ctx.model, ctx.diffusion, encoded.to(ctx.device), ctx.tok.special, ctx.cfg.caption_tokens,
+        ids = sample_captions(ctx.model, ctx.family, encoded.to(ctx.device), ctx.tok.special, ctx.cfg.caption_tokens,
                               ctx.generator("caption"), ctx.cfg.sample_batch_size, bar.update)
     texts = [ctx.tok.decode(x, skip_special=True) for x in ids]
     refs = ctx.held_out["captions"][:n]
@@ -286,18 +286,17 @@ def _geneval(ctx: _Context) -> dict:
 
 def _cond(ctx: _Context) -> dict:
     n = min(ctx.cfg.cond_images, len(ctx.held_out["captions"]))
-    encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, image_kind(ctx.model))[:n]
+    encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, ctx.family.image_kind)[:n]
     rng = np.random.default_rng(ctx.seed("cond"))
     caps = [torch.tensor(ctx.tok.encode(r[int(rng.integers(len(r)))]), dtype=torch.long)
             for r in ctx.held_out["captions"][:n]]
-    m, c, special = ctx.model, ctx.cfg, ctx.tok.special
-    patches = m.cfg.codes_per_image if is_chameleon(m) else m.cfg.patch.num_patches
+    m, c, special, family = ctx.model, ctx.cfg, ctx.tok.special, ctx.family
     gen = ctx.generator("cond", "cpu")
     with ctx.bar("conditioning", 1) as bar:
-        out = conditioning.caption_nll(m, encoded, caps, special, patches, c.sample_batch_size, gen, c.bootstrap,
+        out = conditioning.caption_nll(m, family, encoded, caps, special, c.sample_batch_size, gen, c.bootstrap,
                                        ctx.seed("cond"))
-        if not is_chameleon(m):
-            out |= conditioning.eps_mse(m, ctx.diffusion, encoded, caps, special, tuple(c.cond_timesteps),
+        if family.diffusion is not None:  # a family that learns images by diffusion
+            out |= conditioning.eps_mse(m, family.diffusion, encoded, caps, special, tuple(c.cond_timesteps),
                                         c.sample_batch_size, gen, c.bootstrap, ctx.seed("cond"))
         bar.update(1)
     return out
@@ -314,7 +313,7 @@ def _lm_eval(ctx: _Context) -> dict:
     from evals.lm_eval_adapter import run_lm_eval
 
     c = ctx.cfg
-    return run_lm_eval(ctx.model, ctx.tok, c.lm_eval_tasks, c.lm_eval_include or None, c.lm_eval_limit or None,
+    return run_lm_eval(ctx.model, ctx.family, ctx.tok, c.lm_eval_tasks, c.lm_eval_include or None, c.lm_eval_limit or None,
                        c.text_context, c.batch_size, seed=c.seed)
 
 
@@ -327,24 +326,22 @@ def _brief(res: dict) -> str:
                     if isinstance(v, float) and not k.startswith("meta/") and not k.endswith(("_lo", "_hi")))
 
 
-def evaluate(model: nn.Module, diffusion: Diffusion | None, data: EmbeddedData, dataset: str,
+def evaluate(model: nn.Module, family: Family, data: EmbeddedData, dataset: str,
              cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Run cfg.benchmarks on a Transfusion (with its Diffusion) or a Chameleon model (diffusion
-    None) and return flat {key: value}: floats, plus records under "meta/"."""
+    """Run cfg.benchmarks on a model of `family` (model/family.py) and return flat
+    {key: value}: floats, plus records under "meta/"."""
     cfg = cfg or EvalConfig()
     cfg.validate()
     if log is None:
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if cfg.progress else (lambda s: None)
     samples_images = bool({"fid", "geneval", "clip"} & set(cfg.benchmarks))
-    if not is_chameleon(model) and diffusion is None and (samples_images or "cond" in cfg.benchmarks):
-        raise ValueError("a Transfusion model needs its Diffusion for the text -> image and cond benchmarks")
     out: dict = {"meta/eval_config": json.dumps(dataclasses.asdict(cfg), sort_keys=True),
                  "meta/t2i_protocol": T2I_PROTOCOL}
     clip_x0 = None
-    if not is_chameleon(model) and samples_images:
+    if family.diffusion is not None and samples_images:  # the clamp is on diffusion's x0_hat
         clip_x0 = latent_range(data, dataset) if cfg.clip_x0 < 0 else (cfg.clip_x0 or None)
         out["meta/clip_x0"] = clip_x0 if clip_x0 is not None else "off"
-    ctx = _Context(model, diffusion, data, dataset, cfg, log, clip_x0)
+    ctx = _Context(model, family, data, dataset, cfg, log, clip_x0)
     devices = [ctx.device] if ctx.device.type == "cuda" else []
     was_training, threads = model.training, torch.get_num_threads()
     model.eval()

@@ -22,6 +22,7 @@ from torch import nn
 
 from data.tokenizer import Tokenizer
 from evals.sampling import continue_text
+from model.family import Family
 from evals.text import next_token_logprobs, score_pieces, windows
 
 # The paper's Llama-2 suite (lm_eval task names); ARC is two tasks.
@@ -31,10 +32,10 @@ LLAMA_TASKS = ("hellaswag", "piqa", "siqa", "winogrande", "arc_easy", "arc_chall
 class SuiteLM(LM):
     """lm_eval's model interface over a Transfusion or Chameleon model (eval mode, no grad)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Tokenizer, context: int = 256, batch_size: int = 16,
-                 max_gen_tokens: int = 64) -> None:
+    def __init__(self, model: nn.Module, family: Family, tokenizer: Tokenizer, context: int = 256,
+                 batch_size: int = 16, max_gen_tokens: int = 64) -> None:
         super().__init__()
-        self.model, self.tok, self.context = model, tokenizer, context
+        self.model, self.family, self.tok, self.context = model, family, tokenizer, context
         self.batch_size, self.max_gen_tokens = batch_size, max_gen_tokens
         self._device = next(model.parameters()).device  # LM.device reads it
 
@@ -97,14 +98,15 @@ class SuiteLM(LM):
             until = [until] if isinstance(until, str) else list(until)
             n = int(kwargs.get("max_gen_toks", self.max_gen_tokens))
             prompt = self._encode(ctx)[-max(self.context - n, 1):]
-            ids = continue_text(self.model, [prompt], self.tok.special, n, 1)[0]
+            ids = continue_text(self.model, self.family, [prompt], self.tok.special, n, 1)[0]
             text = self.tok.decode(ids, skip_special=True)
             cut = min([text.find(u) for u in until if u and u in text] or [len(text)])
             out.append(text[:cut])
         return out
 
 
-def run_lm_eval(model: nn.Module, tokenizer: Tokenizer, tasks: Sequence[str], include_path: str | None = None,
+def run_lm_eval(model: nn.Module, family: Family, tokenizer: Tokenizer, tasks: Sequence[str],
+                include_path: str | None = None,
                 limit: int | None = None, context: int = 256, batch_size: int = 16, num_fewshot: int = 0,
                 seed: int = 0) -> dict[str, float]:
     """Run lm_eval tasks 0-shot on the model; returns {"lm_eval/<task>/<metric>": value} for
@@ -120,7 +122,7 @@ def run_lm_eval(model: nn.Module, tokenizer: Tokenizer, tasks: Sequence[str], in
             manager = None
     if manager is None:
         manager = TaskManager(include_path=include_path)
-    res = lm_eval.simple_evaluate(model=SuiteLM(model, tokenizer, context, batch_size), tasks=list(tasks),
+    res = lm_eval.simple_evaluate(model=SuiteLM(model, family, tokenizer, context, batch_size), tasks=list(tasks),
                                   task_manager=manager, num_fewshot=num_fewshot, limit=limit, bootstrap_iters=0,
                                   log_samples=False, random_seed=seed, numpy_random_seed=seed,
                                   torch_random_seed=seed, fewshot_random_seed=seed)

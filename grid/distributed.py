@@ -12,10 +12,10 @@ Decisions:
   different number of GPUs and a 2-process run equals a 1-process run with the same global
   batch (tested). The cost, each rank packing world_size times the rows it trains on, matters
   only for very large worlds; sharding the stream itself is the fix there.
-- Loss normalisation over the global batch (`global_mean`): each rank's loss is a mean over its
-  own text targets / images, whose counts differ between ranks. Weighting each local mean by
-  local_count / global_count (times world, because DDP and FSDP average gradients) makes the
-  gradient exactly that of the global mean, as in one process.
+- Loss normalisation over the global batch (model/family.py `combine`, given `Dist.sum`): each
+  rank's loss terms are sums over its own text targets / images, whose counts differ between
+  ranks. Dividing each local sum by the global count (times world, because DDP and FSDP
+  average gradients) makes the gradient exactly that of the global mean, as in one process.
 - Ranks come from the environment: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_*;
   on SLURM, submitit's TorchDistributedEnvironment derives them from the job (SLURM_PROCID ...).
   gloo on CPU, NCCL on CUDA.
@@ -129,23 +129,6 @@ class Dist:
 
         ids = [self.local_rank] if next(model.parameters()).is_cuda else None
         return DistributedDataParallel(model, device_ids=ids)
-
-
-def global_mean(dist: Dist, terms: dict[str, tuple[torch.Tensor, int]]) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Per-term local means -> (backward weights, logged global means).
-
-    terms: name -> (local mean with grad, local count). Returns, per name, the local mean
-    scaled so that summing over ranks' gradients (averaged by DDP/FSDP) gives the gradient of
-    the global mean; and the global mean itself (a float, for logging). One all-reduce.
-    """
-    names = list(terms)
-    means = torch.stack([terms[k][0].detach().float() for k in names])
-    counts = torch.tensor([float(terms[k][1]) for k in names], device=means.device)
-    total = dist.sum(torch.cat([means * counts, counts]))
-    sums, n = total[:len(names)], total[len(names):].clamp(min=1.0)
-    scaled = {k: terms[k][0] * (dist.world * terms[k][1] / float(n[i])) for i, k in enumerate(names)}
-    logged = {k: float(sums[i] / n[i]) for i, k in enumerate(names)}
-    return scaled, logged
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

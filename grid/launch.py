@@ -8,8 +8,10 @@
 
 Idempotent: a run whose status.json says done is skipped, an interrupted one resumes from its
 checkpoint, a failed one is rerun only with --retry-failed, and a run another launch is
-running right now (its lock is held by a live process) is left alone. `local` runs each run as
-its own `python grid/train.py --sweep NAME --run ID` process, up to --max-parallel at once,
+running right now (its lock is held by a live process) is left alone. The sweep is built once;
+each run to do gets its resolved config.yaml in results/<sweep>/<run_id>/ (the run directory is
+the message every worker reads, grid/train.py). `local` runs each run as its own
+`python grid/train.py RUN_DIR` process, up to --max-parallel at once,
 with a progress line; `debug` runs them one by one in this process; `slurm` submits them
 through submitit (grid/slurm.py: per-size resources, which the SLURM flags or a YAML file of
 the same keys override; one job array per resource shape; preempted or timed-out jobs requeue
@@ -29,26 +31,26 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from grid.config import ConfigError, resolved, run_id
-from grid.runs import run_state, select
-from grid.sweeps import SWEEPS, get_sweep
-from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, train
+from grid.config import ConfigError, resolved
+from grid.runs import run_state, write_run_config
+from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
+from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_from_dir
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
                "gpus_per_node": int, "tasks_per_node": int, "cpus_per_task": int, "mem_gb": int}
 
 
-def describe(sweep: str, overrides: list[str]) -> list[dict]:
+def describe(specs: list[RunSpec]) -> list[dict]:
     """One row per run: id, family, size, N (non-embedding), D, 6ND FLOPs, resources."""
     from model.accounting import backbone_params
     from model.sizes import get_size
 
     rows = []
-    for spec in select(get_sweep(sweep), overrides):
+    for spec in specs:
         cfg = resolved(spec.cfg)
         n = backbone_params(get_size(cfg.size))
-        rows.append({"run_id": run_id(cfg), "family": cfg.family, "size": cfg.size, "N": n, "D": cfg.D,
+        rows.append({"run_id": spec.run_id, "family": cfg.family, "size": cfg.size, "N": n, "D": cfg.D,
                      "flops": 6 * n * cfg.D, "resources": asdict(spec.resources)})
     return rows
 
@@ -62,7 +64,7 @@ def _progress(states: dict[str, str], start: float, total: int) -> str:
     return f"[launch] {done}/{total} done, {running} running, {failed} failed, {elapsed:.0f}s elapsed, ETA {eta}"
 
 
-def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[str, str]:
+def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
     """Each run in its own process, at most max_parallel at once; returns final states."""
     pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
     start, shown, last_print = time.time(), None, 0.0
@@ -74,8 +76,8 @@ def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[s
     while pending or running:
         while pending and len(running) < args.max_parallel:
             rid = pending.pop(0)
-            cmd = [sys.executable, str(Path(__file__).with_name("train.py")), "--sweep", sweep, "--run", rid,
-                   "--results-dir", str(args.results_dir), "--checkpoint-dir", str(args.checkpoint_dir), *overrides]
+            cmd = [sys.executable, str(Path(__file__).with_name("train.py")), str(args.results_dir / sweep / rid),
+                   "--checkpoint-dir", str(args.checkpoint_dir)]
             log = open(args.results_dir / sweep / f".{rid}.log", "w")
             running[rid] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
             states[rid] = "running"
@@ -96,26 +98,26 @@ def run_local(sweep: str, todo: list[str], args, overrides: list[str]) -> dict[s
     return states
 
 
-def _prepare_evaluators(sweep: str, todo: list[str], overrides: list[str]) -> None:
+def _prepare_evaluators(specs: list[RunSpec]) -> None:
     """Train each dataset's FID network once here, before runs start: otherwise the first
     parallel runs would each train the same network (the first to finish wins; the others
     wasted their time)."""
     from data.embedded import EmbeddedData
     from evals.fid import feature_network
 
-    cfgs = [resolved(s.cfg) for s in select(get_sweep(sweep), overrides) if s.run_id in set(todo)]
+    cfgs = [resolved(s.cfg) for s in specs]
     for data_dir, dataset in sorted({(c.data.data_dir, c.data.dataset) for c in cfgs if "fid" in c.eval.benchmarks}):
         feature_network(EmbeddedData(data_dir or None), dataset, log=lambda line: print(line, flush=True))
 
 
-def run_slurm(sweep: str, todo: list[str], args, opts) -> dict[str, str]:
+def run_slurm(sweep: str, todo: list[RunSpec], args, opts) -> dict[str, str]:
     """Submit the runs; unless --no-wait, follow them until every job has ended."""
     from grid.slurm import submit
 
     if not todo:
         return {}
-    specs = {s.run_id: s for s in select(get_sweep(sweep), args.set)}
-    jobs = submit(sweep, [specs[rid] for rid in todo], args.results_dir, args.checkpoint_dir, args.set, opts)
+    jobs = submit(sweep, todo, args.results_dir, args.checkpoint_dir, opts)
+    todo = [s.run_id for s in todo]
     arrays = sorted({j.job_id.split("_")[0] for j in jobs.values()})
     print(f"[launch] submitted {len(jobs)} run(s) as SLURM job(s) {', '.join(arrays)}; "
           f"python grid/status.py --sweep {sweep} follows them", flush=True)
@@ -179,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --results-dir {args.results_dir} is a file, not a directory", file=sys.stderr)
         return 2
     try:
-        rows = describe(args.sweep, args.set)
-        states = {r["run_id"]: run_state(args.results_dir / args.sweep / r["run_id"]) for r in rows}
+        specs = {s.run_id: s for s in sweep_specs(args.sweep, args.set)}  # the sweep, built once
+        rows = describe(list(specs.values()))
+        states = {rid: run_state(args.results_dir / args.sweep / rid) for rid in specs}
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -201,10 +204,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(s == 'done' for s in skipped.values())} done, {sum(s == 'failed' for s in skipped.values())} "
           f"failed (rerun with --retry-failed)")
     try:
-        _prepare_evaluators(args.sweep, todo, args.set)
+        _prepare_evaluators([specs[rid] for rid in todo])
     except (FileNotFoundError, ValueError) as exc:  # e.g. the data is not prepared yet
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for rid in todo:  # the message every worker reads
+        write_run_config(args.results_dir / args.sweep / rid, specs[rid].cfg)
     executor = args.executor
     if executor == "auto":
         executor = _auto_executor()
@@ -216,19 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, TypeError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        final = run_slurm(args.sweep, todo, args, opts)
+        final = run_slurm(args.sweep, [specs[rid] for rid in todo], args, opts)
         if args.no_wait:
             return 0
     elif executor == "debug":
-        specs = {run_id(resolved(s.cfg)): s for s in select(get_sweep(args.sweep), args.set)}
         for rid in todo:
             try:
-                train(specs[rid].cfg, args.results_dir, args.checkpoint_dir, args.sweep)
+                run_from_dir(args.results_dir / args.sweep / rid, args.checkpoint_dir)
             except Exception as exc:  # recorded in status.json by train; the sweep goes on
                 print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
         final = {rid: run_state(args.results_dir / args.sweep / rid) for rid in todo}
     else:
-        final = run_local(args.sweep, todo, args, args.set)
+        final = run_local(args.sweep, todo, args)
     failed = [rid for rid, s in final.items() if s != "done"]
     if failed:
         print(f"[launch] {len(failed)} run(s) not done: {', '.join(failed)}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The state of a run directory, and the lock that keeps two launches from running one run.
+"""The state of a run directory, the lock that keeps two launches from running one run, and
+the resolved config.yaml that tells a worker what to run.
 
 States (status.json "state"): new (no status yet), running, preempted, done, failed. A
 "running" run whose lock holder is dead on this host was interrupted: it resumes like a
@@ -13,7 +14,8 @@ import os
 import socket
 from pathlib import Path
 
-from grid.config import apply_overrides, resolved, run_id
+from data.atomic import write_text_atomic
+from grid.config import RunConfig, resolved, to_yaml
 
 
 def slurm_job_id() -> str | None:
@@ -87,18 +89,11 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def select(specs: list, overrides: list[str]) -> list:
-    """The specs with --set overrides applied to every config."""
-    if not overrides:
-        return specs
-    return [type(s)(**{**s.__dict__, "cfg": apply_overrides(s.cfg, overrides)}) for s in specs]
-
-
-def find_run(specs: list, rid: str):
-    """The spec whose resolved config has run id `rid`."""
-    for spec in specs:
-        if run_id(resolved(spec.cfg)) == rid:
-            return spec
-    ids = [run_id(resolved(s.cfg)) for s in specs[:5]]
-    raise ValueError(f"no run {rid!r} in this sweep; its runs include: {', '.join(ids)} "
-                     f"(python grid/launch.py --sweep NAME --dry-run lists them all)")
+def write_run_config(run_dir: Path, cfg: RunConfig) -> Path:
+    """Write run_dir/config.yaml, the resolved config every worker of the run reads, unless it
+    is there already (the id is the content, so an existing file holds this very config; a
+    finished run's files are never rewritten). Returns its path."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        write_text_atomic(path, to_yaml(resolved(cfg)))
+    return path

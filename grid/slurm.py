@@ -1,7 +1,7 @@
 """Runs as SLURM jobs through submitit: resources, job arrays, and preemption that requeues.
 
     opts = SlurmOptions(partition="gpu", account="proj", time_min=240)   # or from --slurm-config
-    jobs = submit(sweep, specs, results_dir, checkpoint_dir, overrides, opts)
+    jobs = submit(sweep, specs, results_dir, checkpoint_dir, opts)   # run dirs written by the launcher
 
 Decisions:
 - Resources: each run's per-size default (grid/sweeps.resources_for) overlaid with whatever
@@ -86,24 +86,21 @@ def executor_parameters(res: Resources, opts: SlurmOptions) -> dict:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """One run of a registered sweep, as a picklable callable (what a SLURM job executes)."""
+    """One run, as a picklable callable (what a SLURM job executes): its run directory, whose
+    config.yaml the launcher wrote, and the checkpoint root."""
 
-    def __init__(self, sweep: str, run_id: str, results_dir: str, checkpoint_dir: str, overrides: list[str]) -> None:
-        self.sweep, self.run_id = sweep, run_id
-        self.results_dir, self.checkpoint_dir, self.overrides = results_dir, checkpoint_dir, list(overrides)
+    def __init__(self, run_dir: str, checkpoint_dir: str) -> None:
+        self.run_dir, self.checkpoint_dir = run_dir, checkpoint_dir
 
     def __call__(self) -> str:
-        from grid.runs import find_run, select
-        from grid.sweeps import get_sweep
-        from grid.train import train
+        from grid.train import run_from_dir
 
         import torch
 
         # SLURM gives the task cpus_per_task cores; torch would otherwise start one thread per
         # core of the whole node and oversubscribe it.
         torch.set_num_threads(int(os.environ.get("SLURM_CPUS_PER_TASK", os.cpu_count() or 1)))
-        spec = find_run(select(get_sweep(self.sweep), self.overrides), self.run_id)
-        run_dir = train(spec.cfg, Path(self.results_dir), Path(self.checkpoint_dir), self.sweep)
+        run_dir = run_from_dir(Path(self.run_dir), Path(self.checkpoint_dir))
         status = json.loads((run_dir / "status.json").read_text())
         if status["state"] == "preempted":
             # The trainer has checkpointed and submitit's own handler is back.
@@ -136,9 +133,10 @@ def recorded_jobs(results_dir: Path, sweep: str) -> dict[str, str]:
         raise ValueError(f"{path} is corrupt: delete it (it only maps runs to SLURM job ids)") from None
 
 
-def submit(sweep: str, specs: list[RunSpec], results_dir: Path, checkpoint_dir: Path, overrides: list[str],
+def submit(sweep: str, specs: list[RunSpec], results_dir: Path, checkpoint_dir: Path,
            opts: SlurmOptions) -> dict[str, submitit.Job]:
-    """Submit each run as a task of the job array for its resource shape; run id -> job."""
+    """Submit each run (its run directory written already: grid/runs.write_run_config) as a
+    task of the job array for its resource shape; run id -> job."""
     folder = Path(results_dir) / sweep / SLURM_DIR / "%j"
     groups: dict[tuple, list[RunSpec]] = {}
     for spec in specs:
@@ -149,8 +147,8 @@ def submit(sweep: str, specs: list[RunSpec], results_dir: Path, checkpoint_dir: 
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
         executor.update_parameters(name=f"{sweep}", **dict(params))
         with executor.batch():  # one sbatch --array for the group
-            pending = [(s.run_id, executor.submit(TrainJob(sweep, s.run_id, str(Path(results_dir).resolve()),
-                                                           str(Path(checkpoint_dir).resolve()), overrides)))
+            pending = [(s.run_id, executor.submit(TrainJob(str((Path(results_dir) / sweep / s.run_id).resolve()),
+                                                           str(Path(checkpoint_dir).resolve()))))
                        for s in group]
         jobs.update(dict(pending))
     ids = {**recorded_jobs(results_dir, sweep), **{rid: job.job_id for rid, job in jobs.items()}}

@@ -13,10 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from grid.config import resolved, run_id
-from grid.runs import run_state, select
+from grid.runs import run_state
 from grid.slurm import job_states, recorded_jobs
-from grid.sweeps import get_sweep
+from grid.sweeps import sweep_specs
 from grid.train import DEFAULT_RESULTS
 
 
@@ -24,8 +23,8 @@ def sweep_status(sweep: str, results_dir: Path, overrides: list[str] = ()) -> li
     rows = []
     jobs = recorded_jobs(results_dir, sweep)
     slurm_states = job_states(sorted(set(jobs.values()))) if jobs else {}
-    for spec in select(get_sweep(sweep), list(overrides)):
-        rid = run_id(resolved(spec.cfg))
+    for spec in sweep_specs(sweep, list(overrides)):
+        rid = spec.run_id
         run_dir = results_dir / sweep / rid
         row = {"run_id": rid, "state": run_state(run_dir)}
         if row["state"] != "new":

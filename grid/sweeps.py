@@ -1,13 +1,15 @@
 """Registered sweeps: functions returning run specs derived from one base (STYLE principle 5).
 
     specs = get_sweep("demo")      # list[RunSpec]; an unknown name lists the valid ones
+    specs = sweep_specs("demo", ["eval.t2i_images=200"])   # with --set overrides on every run
     ids = run_ids(specs)           # content-derived ids, ValueError if two specs share one
     SWEEPS                         # name -> builder, filled by @register("name")
 
 A `RunSpec` is a `RunConfig` plus the `Resources` a scheduler needs. Every sweep starts from
 one base config per scale (`_cpu_base`, `_paper_base`) and varies it with
-`dataclasses.replace`, so a sweep states only what it varies. `ABLATION_KNOBS` names, per
-ablation, the config keys it varies (everything else is held fixed; tests check this).
+`dataclasses.replace`, so a sweep states only what it varies. grid/ablations.py's
+`ABLATION_KNOBS` names, per ablation, the config keys it varies (everything else is held
+fixed; tests check this).
 
 Wall-time estimates (`estimated_seconds`) use DESIGN "Calibration for CPU budgets" (2 cores,
 fp32): elements/s per CPU size, plus a flat EVAL_SECONDS per run for the final evaluation.
@@ -32,11 +34,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from grid.config import DataConfig, ModelKnobs, RunConfig, run_id
+from grid.ablations import ABLATION_KNOBS
+from grid.config import DataConfig, ModelKnobs, RunConfig, apply_overrides
+from grid.family import FAMILIES
+from grid.identity import run_id
 from model.accounting import backbone_params
 from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
-
-FAMILIES = ("transfusion", "chameleon")
 
 # DESIGN "Calibration for CPU budgets" (elements/s, 2 threads); 0.33M and 20M interpolated.
 CPU_RATE = {"cpu-0.11M": 26_700, "cpu-0.33M": 19_000, "cpu-0.8M": 13_200, "cpu-2.7M": 5_800,
@@ -93,6 +96,14 @@ def get_sweep(name: str) -> list[RunSpec]:
     if name not in SWEEPS:
         raise ValueError(f"unknown sweep {name!r}; valid sweeps: {', '.join(SWEEPS)}")
     return SWEEPS[name]()
+
+
+def sweep_specs(name: str, overrides: list[str] = ()) -> list[RunSpec]:
+    """The sweep's run specs with the --set overrides applied to every config (validated)."""
+    specs = get_sweep(name)
+    if not overrides:
+        return specs
+    return [replace(s, cfg=apply_overrides(s.cfg, list(overrides))) for s in specs]
 
 
 def run_ids(specs: list[RunSpec]) -> list[str]:
@@ -195,11 +206,10 @@ def paper() -> list[RunSpec]:
 
 # ------------------------------------------------------------------ ablations (Tables 4-8)
 
-ABLATION_KNOBS: dict[str, tuple[str, ...]] = {}
-
-
-def _ablation(name: str, knobs: tuple[str, ...]):
-    ABLATION_KNOBS[name] = knobs
+def _ablation(name: str):
+    """Register an ablation sweep designed in grid/ablations.py (its varied keys)."""
+    if name not in ABLATION_KNOBS:
+        raise ValueError(f"ablation {name!r} has no entry in grid/ablations.py ABLATION_KNOBS")
     return register(name)
 
 
@@ -207,7 +217,7 @@ def _knobs(base: RunConfig, **changes) -> RunConfig:
     return replace(base, model=replace(base.model, **changes))
 
 
-@_ablation("ablation-attention", ("model.image_attention", "model.patch_kind"))
+@_ablation("ablation-attention")
 def ablation_attention() -> list[RunSpec]:
     """Table 5: causal vs intra-image bidirectional, linear and U-Net encoders."""
     base = _cpu_base()
@@ -215,14 +225,14 @@ def ablation_attention() -> list[RunSpec]:
             for k in ("linear", "unet") for a in ("causal", "bidirectional")]
 
 
-@_ablation("ablation-patch", ("model.patch_size", "model.patch_kind"))
+@_ablation("ablation-patch")
 def ablation_patch() -> list[RunSpec]:
     """Table 6: patch size 1/2/4/8 x linear/U-Net (8 on an 8x8 latent is one patch per image)."""
     base = _cpu_base()
     return [_spec(_knobs(base, patch_size=p, patch_kind=k)) for k in ("linear", "unet") for p in (1, 2, 4, 8)]
 
 
-@_ablation("ablation-encoder-size", ("size", "model.patch_kind"))
+@_ablation("ablation-encoder-size")
 def ablation_encoder_size() -> list[RunSpec]:
     """Table 7: linear vs U-Net encoder/decoder across model sizes."""
     base = _cpu_base()
@@ -230,21 +240,21 @@ def ablation_encoder_size() -> list[RunSpec]:
             for s in ("cpu-0.33M", "cpu-0.8M", "cpu-2.7M") for k in ("linear", "unet")]
 
 
-@_ablation("ablation-noise-limit", ("model.noise_limit",))
+@_ablation("ablation-noise-limit")
 def ablation_noise_limit() -> list[RunSpec]:
     """Table 8: noise limit off vs t <= 500 for image-first pairs (paper: U-Net 2x2)."""
     base = _knobs(_cpu_base(), patch_kind="unet")
     return [_spec(_knobs(base, noise_limit=n)) for n in (None, 500)]
 
 
-@_ablation("ablation-lambda", ("model.lambda_diffusion",))
+@_ablation("ablation-lambda")
 def ablation_lambda() -> list[RunSpec]:
     """The diffusion loss weight (paper default 5)."""
     base = _cpu_base()
     return [_spec(_knobs(base, lambda_diffusion=lam)) for lam in (1.0, 2.5, 5.0, 10.0)]
 
 
-@_ablation("ablation-text-only", ("family", "data.text_share"))
+@_ablation("ablation-text-only")
 def ablation_text_only() -> list[RunSpec]:
     """Table 4: the text-only cost of each family: Transfusion on text only (the Llama recipe)
     and with diffusion data; Chameleon (with its stability changes) on text only and with image
@@ -255,4 +265,4 @@ def ablation_text_only() -> list[RunSpec]:
 
 
 __all__ = ["ABLATION_KNOBS", "CPU_RATE", "Resources", "RunSpec", "SWEEPS", "estimated_seconds", "get_sweep",
-           "register", "resources_for", "run_ids"]
+           "register", "resources_for", "run_ids", "sweep_specs"]

@@ -1,18 +1,22 @@
 """One run, end to end: data stream, model, AdamW with the paper's schedule, checkpoints, and
 the run directory (DESIGN: config.yaml, metrics.jsonl, evals.json, status.json).
 
+    python grid/train.py RUN_DIR [--checkpoint-dir DIR]      # a run directory a launcher wrote
     python grid/train.py --config FILE [key=value ...] [--results-dir DIR] [--checkpoint-dir DIR]
 
-`train(cfg, ...)` is the same thing as a function (what a launcher submits). A run resumes
+The run directory is the message (lingua's recipe): the launcher writes the resolved
+config.yaml once (grid/runs.py `write_run_config`), and every worker, local, SLURM or torchrun,
+calls `train(load_config(run_dir / "config.yaml"), ...)`. The second form is for a config
+outside any sweep (results/adhoc/<run_id>/). The family (model/spec.py, baselines/spec.py)
+supplies the model, its loss terms and its recipe: nothing here branches on it. A run resumes
 from its latest complete checkpoint (model, optimizer, schedule, step, elements seen, stream
 position and every RNG state), so a run killed at any step and started again ends exactly where
 an uninterrupted one does; metrics lines written after that checkpoint by the killed process
 are dropped on resume. SIGUSR1 / SIGUSR2 / SIGTERM checkpoint at the next step boundary and exit. A run
 that raises, or whose loss is not finite, is marked failed with its error in status.json.
 
-At the end a run records its held-out losses (text next-token loss per held-out corpus,
-diffusion or image-code loss on validation images; also every eval_every steps in
-metrics.jsonl) and the benchmarks of evals/harness.py (settings: the config's `eval.*`) in
+At the end a run records its held-out losses (evals/held_out.py; also every eval_every steps
+in metrics.jsonl) and the benchmarks of evals/harness.py (settings: the config's `eval.*`) in
 evals.json.
 """
 
@@ -37,12 +41,15 @@ from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
 from evals.harness import evaluate as benchmarks
+from evals.held_out import held_out_losses
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
-from grid.config import RunConfig, load_config, resolved, run_id, stream_config, to_yaml
+from grid.config import ConfigError, RunConfig, load_config, resolved, stream_config
 from grid.distributed import Dist, full_state, load_full_state, unwrap
-from grid.family import Family
-from grid.runs import RunLock, RunLocked, find_run, select, slurm_job_id
-from model.accounting import backbone_params
+from grid.family import family_for
+from grid.identity import run_id
+from grid.runs import RunLock, RunLocked, slurm_job_id, write_run_config
+from model.family import Family, combine
+from model.batch import PackedBatch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -81,29 +88,25 @@ def _device(cfg: RunConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
-@torch.no_grad()
-def evaluate(model, family: Family, cfg: RunConfig, data: EmbeddedData, device, batches: int = 4,
-             dist: Dist = Dist()) -> dict:
-    """Held-out losses from fixed draws (own seeds: evaluating never moves the training RNG)."""
+def batch_loss(model: torch.nn.Module, family: Family, batch: PackedBatch, generator: torch.Generator,
+               dist: Dist = Dist()) -> tuple[torch.Tensor, dict[str, float]]:
+    """(objective to backpropagate, global means to log) for this rank's share of the global
+    batch. The family's draws (Transfusion: timesteps and noise) are made for the whole global
+    batch on every rank, so each image gets the same draw whatever the world size."""
+    local, images = dist.shard(batch)
+    draws = family.shard_draws(family.draw(batch, generator), images)
+    terms = family.loss_terms(model, local, draws)
+    return combine(terms, family.weights, dist.sum if dist.active else None, dist.world)
+
+
+def evaluate(model, family: Family, cfg: RunConfig, data: EmbeddedData, device, dist: Dist = Dist()) -> dict:
+    """The held-out losses (evals/held_out.py) of the model under training."""
+    def loss_means(batch: PackedBatch, gen: torch.Generator) -> dict[str, float]:
+        with _autocast(cfg, device):
+            return batch_loss(model, family, batch, gen, dist)[1]
+
     model.eval()
-    out = {}
-    tok = data.tokenizer
-    sources = {f"text_{role}": (data.text_documents(f"heldout_{role}", seed=1), None, 1.0)
-               for role in ("c4", "wiki") if data.paths.tokens(f"heldout_{role}").exists()}
-    sources["images_val"] = (None, data.pairs(cfg.data.dataset, "val", family.kind, seed=1), 0.0)
-    for name, (text, pairs, share) in sources.items():
-        sc = stream_config(cfg)
-        sc.text_share, sc.seed = share, 1
-        stream = MixedStream(sc, tok.special, family.elements_per_image, text, pairs, tok.encode)
-        gen = torch.Generator(device).manual_seed(1)
-        sums: dict[str, float] = {}
-        for _ in range(batches):
-            with _autocast(cfg, device):
-                _, parts = family.loss(model, stream.next_batch().to(device), gen, dist)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-        keys = ("lm",) if share == 1.0 else (("lm_image",) if family.chameleon else ("diffusion", "lm"))
-        out.update({f"{name}/{k}": sums[k] / batches for k in keys})
+    out = held_out_losses(family, data, cfg.data.dataset, stream_config(cfg), loss_means, device)
     model.train()
     return out
 
@@ -140,8 +143,7 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
               "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid)}
     try:
         if dist.is_main:
-            if not (run_dir / "config.yaml").exists():  # the id is the content: an existing file is this config
-                write_text_atomic(run_dir / "config.yaml", to_yaml(cfg))
+            write_run_config(run_dir, cfg)  # written by the launcher already, unless run directly
             write_json(run_dir / "status.json", status)
         state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist)
         status.update(state=state, finished=time.time(), signals=signals)
@@ -162,11 +164,12 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     """Train to D elements (or to a preemption signal); returns (state, names of the signals
     received; "peer" where another rank received them)."""
     data = EmbeddedData(cfg.data.data_dir or None)
-    family = Family(cfg, data)
+    family = family_for(cfg, data)
     torch.manual_seed(cfg.seed)
     raw = family.build().to(device)
+    counts = family.param_counts()
     fsdp = dist.active and (cfg.parallel == "fsdp" or (cfg.parallel == "auto" and
-                                                        family.accounting(0)["n_with_embeddings"] >= FSDP_MIN_PARAMS))
+                                                        counts["n_with_embeddings"] >= FSDP_MIN_PARAMS))
     model = dist.wrap(raw, fsdp)
     if cfg.compile and device.type == "cuda":
         model = torch.compile(model)
@@ -177,7 +180,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     tok = data.tokenizer
     stream = MixedStream(stream_config(cfg), tok.special, family.elements_per_image,
                          data.text_documents("train", seed=cfg.seed),
-                         data.pairs(cfg.data.dataset, "train", family.kind, seed=cfg.seed), tok.encode)
+                         data.pairs(cfg.data.dataset, "train", family.image_kind, seed=cfg.seed), tok.encode)
     # A CPU generator on every device: the same noise on CPU and GPU, and identical on all ranks.
     gen = torch.Generator("cpu").manual_seed(cfg.seed)
     step, elements = 0, 0
@@ -193,7 +196,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     metrics_path = run_dir / "metrics.jsonl"
     if dist.is_main:
         _truncate_metrics(metrics_path, step)
-    flops_per_element = 6 * _non_embedding(family)
+    flops_per_element = 6 * counts["n_nonembedding"]
 
     def save() -> None:
         model_state, opt_state = full_state(model, opt, fsdp)  # a collective under FSDP
@@ -207,9 +210,11 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     start = time.time()
     with PreemptionFlag() as preempt, open(metrics_path, "a") if dist.is_main else nullcontext() as metrics:
         while elements < cfg.D:
-            batch = stream.next_batch().to(device)
+            batch = stream.next_batch()
+            batch.check()  # on the host: on CUDA the models' own shape checks would stall each step
+            batch = batch.to(device)
             with _autocast(cfg, device):
-                loss, parts = family.loss(model, batch, gen, dist)
+                loss, parts = batch_loss(model, family, batch, gen, dist)
             if not math.isfinite(parts["loss"]):
                 raise FloatingPointError(f"loss is {parts['loss']} at step {step}: lower optim.lr or check the data")
             opt.zero_grad(set_to_none=True)
@@ -238,12 +243,14 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
                     return "preempted", [signal.Signals(n).name for n in preempt.received] or ["peer"]
     save()
     evals = evaluate(model, family, cfg, data, device, dist=dist)
-    evals.update(step=step, elements=elements, flops=flops_per_element * elements, **family.accounting(elements))
+    # The three N (DESIGN "Element accounting") and 6ND for each, so analysis can switch.
+    evals.update(step=step, elements=elements, flops=flops_per_element * elements, **counts,
+                 **{f"flops_{k[2:]}": 6 * v * elements for k, v in counts.items()})
     if dist.is_main:
         if fsdp:  # the samplers need whole parameters on one process
-            evals["meta/benchmarks"] = "skipped under FSDP: run python -m evals.run RUN_DIR on one GPU"
+            evals["meta/benchmarks"] = "skipped under FSDP: run python -m grid.evaluate RUN_DIR on one GPU"
         else:
-            evals.update(benchmarks(unwrap(model), family.diffusion, data, cfg.data.dataset,
+            evals.update(benchmarks(unwrap(model), family, data, cfg.data.dataset,
                                     replace(cfg.eval, text_context=cfg.seq_len)))
         write_json(run_dir / "evals.json", evals)
     return "done", []
@@ -252,10 +259,6 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
 def _local(value: torch.Tensor) -> float:
     """A float from a tensor or an FSDP2 DTensor (whose value is spread over ranks)."""
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
-
-
-def _non_embedding(family: Family) -> int:
-    return backbone_params(family.model_cfg.backbone)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -267,26 +270,43 @@ def _truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(line + "\n" for line in keep))
 
 
+def run_from_dir(run_dir: Path, checkpoint_dir: Path = DEFAULT_CHECKPOINTS) -> Path:
+    """Train the run whose directory a launcher wrote: results/<sweep>/<run_id>/config.yaml.
+    Checkpoints go to checkpoint_dir/<sweep>/<run_id>."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if not config.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml): launch the sweep with "
+                                "python grid/launch.py --sweep NAME, or train a config with --config FILE")
+    cfg = load_config(config)
+    if run_id(cfg) != run_dir.name:
+        raise ConfigError(f"{config} describes run {run_id(cfg)}, not {run_dir.name}: it was edited by hand; "
+                          "restore it (git checkout) or launch the changed config as a new run")
+    return train(cfg, run_dir.parent.parent, checkpoint_dir, run_dir.parent.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=None, help="YAML run config (defaults otherwise)")
+    ap.add_argument("args", nargs="*", metavar="RUN_DIR | KEY=VALUE",
+                    help="results/<sweep>/<run_id> as a launcher wrote it, or key=value overrides of --config, "
+                         "e.g. size=cpu-0.11M optim.lr=1e-3")
+    ap.add_argument("--config", default=None, help="YAML run config (defaults otherwise), run as results/adhoc/<id>")
     ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    ap.add_argument("--sweep", default="adhoc", help="results/<sweep>/<run_id>/; with --run, a registered sweep")
-    ap.add_argument("--run", default=None, help="run id of a registered sweep's run (grid/launch.py --dry-run)")
-    ap.add_argument("overrides", nargs="*", help="key=value, e.g. size=cpu-0.11M optim.lr=1e-3")
     args = ap.parse_args(argv)
+    overrides = [a for a in args.args if "=" in a]
+    run_dirs = [Path(a) for a in args.args if "=" not in a]
     if args.results_dir.exists() and not args.results_dir.is_dir():
         print(f"error: --results-dir {args.results_dir} is a file, not a directory", file=sys.stderr)
         return 2
     try:
-        if args.run is not None:
-            from grid.sweeps import get_sweep
-
-            cfg = find_run(select(get_sweep(args.sweep), args.overrides), args.run).cfg
+        if run_dirs:
+            if len(run_dirs) > 1 or args.config or overrides:
+                raise ConfigError("give one run directory, alone: it carries its whole config "
+                                  "(to change it, launch the changed config as a new run)")
+            run_dir = run_from_dir(run_dirs[0], args.checkpoint_dir)
         else:
-            cfg = load_config(args.config, args.overrides)
-        run_dir = train(cfg, args.results_dir, args.checkpoint_dir, args.sweep)
+            run_dir = train(load_config(args.config, overrides), args.results_dir, args.checkpoint_dir)
     except RunLocked as exc:
         print(f"skipped: {exc}", file=sys.stderr)
         return 3

@@ -66,7 +66,7 @@ class Layout:
 def layout(
     segments: list[Segment],
     special: SpecialTokens,
-    patches_per_image: int,
+    elements_per_image: int,
     add_bos: bool = True,
     add_eos: bool = True,
 ) -> Layout:
@@ -97,9 +97,9 @@ def layout(
             add_text(seg.ids.reshape(-1))
         elif isinstance(seg, Image):
             add_text(torch.tensor([special.boi]))
-            tokens.append(torch.full((patches_per_image,), special.pad, dtype=torch.long))
-            modality.append(torch.full((patches_per_image,), IMAGE, dtype=torch.long))
-            slots.append(torch.full((patches_per_image,), len(images), dtype=torch.long))
+            tokens.append(torch.full((elements_per_image,), special.pad, dtype=torch.long))
+            modality.append(torch.full((elements_per_image,), IMAGE, dtype=torch.long))
+            slots.append(torch.full((elements_per_image,), len(images), dtype=torch.long))
             images.append(seg.data)
             image_first.append(not seen_text)  # and text follows: settled after the loop
             add_text(torch.tensor([special.eoi]))

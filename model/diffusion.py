@@ -209,8 +209,9 @@ class Diffusion:
             raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
         return (pred - target).pow(2).reshape(pred.shape[0], -1).mean(dim=1)
 
-    def loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Scalar L_DDPM: per-image mean squared error against `target`, then mean over the n images.
+    def loss_sum(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Scalar sum over the n images of each image's mean squared error against `target`
+        (L_DDPM is its mean over images: model/family.py composes means).
 
         The paper states the diffusion loss per image (sec 3.3), so an image counts once
         whatever its number of patches. n = 0 gives 0.0, still attached to pred's graph
@@ -219,7 +220,7 @@ class Diffusion:
         """
         if pred.shape[0] == 0:
             return pred.sum() * 0.0
-        return self.per_image_loss(pred, target).mean()
+        return self.per_image_loss(pred, target).sum()
 
     # ---------------------------------------------------------------- sampling
 

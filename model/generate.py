@@ -109,7 +109,7 @@ class _Decoder:
         self.model, self.diffusion, self.special, self.cfg = model, diffusion, special, cfg
         self.generator, self.use_cache = generator, use_cache
         p = model.cfg.patch
-        self.n_patches, self.latent_shape = p.num_patches, (p.latent_channels, p.latent_size, p.latent_size)
+        self.elements_per_image, self.latent_shape = p.elements_per_image, (p.latent_channels, p.latent_size, p.latent_size)
         self.param = next(model.parameters())
         self.ctx = DecodingContext(model, use_cache)
         self.uncond = None  # the BOS BOI context for guidance, built on first use
@@ -118,7 +118,7 @@ class _Decoder:
     def prefill(self, prompts: list[list[Segment]]) -> torch.Tensor:
         """Left-pad the prompts into one block, run it, return the last position's logits [B, V]."""
         dev, sp = self.param.device, self.special
-        lays = [layout(p, sp, self.n_patches, add_bos=True, add_eos=False) for p in prompts]
+        lays = [layout(p, sp, self.elements_per_image, add_bos=True, add_eos=False) for p in prompts]
         length = max(lay.tokens.shape[0] for lay in lays)
         b = len(lays)
         tokens = torch.full((b, length), sp.pad, dtype=torch.long)
@@ -148,7 +148,7 @@ class _Decoder:
         return logits
 
     def _image_pass(self, ctx: DecodingContext, rows, start_pos, x_t, t, commit: bool) -> torch.Tensor:
-        b, p = x_t.shape[0], self.n_patches
+        b, p = x_t.shape[0], self.elements_per_image
         pos = start_pos[:, None] + torch.arange(p, device=x_t.device)
         doc = torch.where(rows, 0, -1)[:, None].expand(b, p)
         img = torch.full((b, p), self.next_image_id, dtype=torch.long, device=x_t.device)
@@ -184,7 +184,7 @@ class _Decoder:
                                    generator=self.generator, clip_x0=cfg.clip_x0, spacing=cfg.spacing)
         # The finished image joins the prefix as a clean (t = 0) image, as in captioning.
         self._image_pass(self.ctx, rows, self.pos, x0, torch.zeros(b, dtype=torch.long, device=dev), commit=True)
-        self.pos = self.pos + rows.long() * self.n_patches
+        self.pos = self.pos + rows.long() * self.elements_per_image
         self.next_image_id += 1
         return x0
 

@@ -80,7 +80,7 @@ class PatchConfig:
     timestep_dim: int = 256  # width of the sinusoidal timestep features
 
     @property
-    def num_patches(self) -> int:
+    def elements_per_image(self) -> int:
         """P: sequence elements per image."""
         return (self.latent_size // self.patch_size) ** 2
 

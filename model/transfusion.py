@@ -2,12 +2,14 @@
 
 The network only predicts: `Transfusion.forward` takes a packed batch whose images are already
 noised and returns next-token logits (at text positions that have a target) and the noise
-prediction for every image (eps by default, or v / x0: model/diffusion.py). `transfusion_loss`
-owns the recipe around it: per-image timesteps (with the noise limit for image-first
-examples), noising, and
+prediction for every image (eps by default, or v / x0: model/diffusion.py). `loss_terms`
+owns what goes around it: noising at per-image timesteps (drawn by `draw_noise`, with the
+noise limit for image-first examples) and the loss terms of
     loss = L_LM + lambda * L_DDPM,  lambda = 5        (paper eq. 4, sec 4.1)
 with L_LM the mean over text targets and L_DDPM the per-image mean squared error on the
-prediction target (the noise, for the paper's eps), averaged over images.
+prediction target (the noise, for the paper's eps), averaged over images. The terms come back
+as sums with counts and `loss_weights` says how they combine: model/family.py composes the
+means and the objective once, for one process or (grid/distributed.py) for many.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from model.backbone import BackboneConfig, Transformer
+from model.backbone import BackboneConfig
 from model.batch import IMAGE, PackedBatch
 from model.diffusion import Diffusion, DiffusionConfig
-from model.losses import next_token_loss
+from model.family import Terms
+from model.losses import next_token_sums
 from model.masks import ATTENTION_BACKENDS, AttentionMask, attention_mask
 from model.patches import PatchConfig, build_patch_codec
 from model.rope import rope_angles
+from model.token_model import TokenModel
 
 IMAGE_ATTENTION = ("bidirectional", "causal")
 
@@ -51,30 +55,16 @@ class TransfusionConfig:
             raise ValueError(f"attention={self.attention!r}: expected one of {ATTENTION_BACKENDS}")
 
 
-@dataclass
-class LossParts:
-    """total = lm + lambda * diffusion (+ z); counts say how many terms were averaged."""
+class Transfusion(TokenModel):
+    """The shared token model (model/token_model.py: embedding, backbone, head, decode) plus
+    the patch encoder and decoder."""
 
-    total: torch.Tensor
-    lm: torch.Tensor
-    diffusion: torch.Tensor
-    z: torch.Tensor
-    n_text_targets: int
-    n_images: int
-
-
-class Transfusion(nn.Module):
     def __init__(self, cfg: TransfusionConfig) -> None:
-        super().__init__()
         cfg.validate()
+        super().__init__(cfg.backbone, cfg.vocab_size)
         self.cfg = cfg
-        dim = cfg.backbone.dim
-        self.tok_emb = nn.Embedding(cfg.vocab_size, dim)
-        self.backbone = Transformer(cfg.backbone)
-        self.head = nn.Linear(dim, cfg.vocab_size, bias=False)  # untied, as in Llama
-        self.patch_enc, self.patch_dec = build_patch_codec(cfg.patch, dim)
-        nn.init.normal_(self.tok_emb.weight, std=0.02)
-        nn.init.normal_(self.head.weight, std=0.02)
+        self.patch_enc, self.patch_dec = build_patch_codec(cfg.patch, cfg.backbone.dim)
+        self._init_token_weights()
 
     @property
     def bidirectional_images(self) -> bool:
@@ -93,7 +83,8 @@ class Transfusion(nn.Module):
         patches, skips = self.patch_enc(x_t, t)
         is_image = modality == IMAGE
         # The check reads a count back to the host: on CPU it is free, on CUDA it would stall
-        # every step, and there PackedBatch.check on the host batch is the place for it.
+        # every step, so it runs on CPU only (the trainer checks the host batch's own
+        # consistency, PackedBatch.check, on every device).
         if not x.is_cuda and patches.shape[0] * patches.shape[1] != int(is_image.sum()):
             raise ValueError(f"{int(is_image.sum())} image elements in the batch but {patches.shape[0]} images x "
                              f"{patches.shape[1]} patches: the packing's patch size does not match the model's")
@@ -120,7 +111,7 @@ class Transfusion(nn.Module):
             lm_mask = batch.lm_targets()[0]
         logits = self.head(h[lm_mask])
         n = x_t.shape[0]
-        eps = self.decode_images(h[batch.modality == IMAGE].view(n, self.cfg.patch.num_patches, h.shape[-1]), t, skips)
+        eps = self.decode_images(h[batch.modality == IMAGE].view(n, self.cfg.patch.elements_per_image, h.shape[-1]), t, skips)
         return logits, eps
 
 
@@ -134,15 +125,18 @@ def draw_noise(diffusion: Diffusion, x0: torch.Tensor, image_first: torch.Tensor
     return t, noise
 
 
-def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
-                     generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                     noise: torch.Tensor | None = None) -> LossParts:
-    """Noise every image at its own timestep, run one pass, and combine the two losses.
+def loss_weights(cfg: TransfusionConfig) -> dict[str, float]:
+    """The objective's weight per loss term (paper eq. 4): lm + lambda * diffusion + z."""
+    return {"lm": 1.0, "diffusion": cfg.lambda_diffusion, "z": 1.0}
+
+
+def loss_terms(model: nn.Module, diffusion: Diffusion, batch: PackedBatch, t: torch.Tensor,
+               noise: torch.Tensor) -> Terms:
+    """Noise every image at its timestep, run one pass: {"lm", "diffusion", "z"} as (sum, count).
 
     `model` may be a Transfusion or a DDP/FSDP wrapper of one (its forward is what is called).
-    Noise is added to the whole latent before patchifying (paper sec 3.2); image-first
-    examples draw t <= noise_limit (paper sec 4.3.5). `t` [n] and `noise` [n, C, H, W] may be
-    given (drawn for a larger batch this one is a shard of); otherwise they are drawn here.
+    Noise is added to the whole latent before patchifying (paper sec 3.2); t [n] and noise
+    [n, C, H, W] come from `draw_noise` (for a larger batch this one may be a shard of).
     """
     cfg: TransfusionConfig = getattr(model, "module", model).cfg
     x0 = batch.images.float()
@@ -150,12 +144,11 @@ def transfusion_loss(model: nn.Module, diffusion: Diffusion, batch: PackedBatch,
     if n == 0:  # a text-only batch carries no image shape
         p = cfg.patch
         x0 = x0.new_zeros(0, p.latent_channels, p.latent_size, p.latent_size)
-    if t is None or noise is None:
-        t, noise = draw_noise(diffusion, x0, batch.image_first, generator)
+        t, noise = torch.zeros(0, dtype=torch.long, device=x0.device), x0
     x_t = diffusion.q_sample(x0, t, noise)
     lm_mask, targets = batch.lm_targets()
     logits, pred = model(batch, x_t, t, lm_mask)
-    lm, z = next_token_loss(logits, targets[lm_mask], cfg.z_loss)
-    diff = diffusion.loss(pred.float(), diffusion.target(x0, noise, t))
-    total = lm + cfg.lambda_diffusion * diff + z
-    return LossParts(total, lm, diff, z, int(lm_mask.sum()), n)
+    n_text = int(lm_mask.sum())
+    lm, z = next_token_sums(logits, targets[lm_mask], cfg.z_loss)
+    diff = diffusion.loss_sum(pred.float(), diffusion.target(x0, noise, t))
+    return {"lm": (lm, n_text), "diffusion": (diff, n), "z": (z, n_text)}

@@ -62,7 +62,7 @@ def make_model():
 
 
 @pytest.fixture
-def patches_per_image() -> int:
+def elements_per_image() -> int:
     return P
 
 
@@ -114,3 +114,21 @@ def prepared(tmp_path_factory):
     lines: list[str] = []
     Prepare(root, TINY_PREPARE, log=lines.append).run()
     return root, lines
+
+
+def loss_parts(model, diffusion, batch, generator=None):
+    """A Transfusion's loss on a batch as the trainer composes it (model/family.py combine):
+    .total (the objective), the means .lm, .diffusion, .z and the counts .n_text_targets,
+    .n_images."""
+    from types import SimpleNamespace
+
+    from model.family import combine
+    from model.transfusion import draw_noise, loss_terms, loss_weights
+
+    t = noise = None
+    if batch.images.shape[0]:
+        t, noise = draw_noise(diffusion, batch.images.float(), batch.image_first, generator)
+    terms = loss_terms(model, diffusion, batch, t, noise)
+    total, _ = combine(terms, loss_weights(model.cfg))
+    means = {k: s * 1 / max(1, n) for k, (s, n) in terms.items()}
+    return SimpleNamespace(total=total, **means, n_text_targets=terms["lm"][1], n_images=terms["diffusion"][1])

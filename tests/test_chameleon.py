@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import baselines.generate as chameleon_generate
-from baselines.chameleon import (Chameleon, ChameleonConfig, chameleon_loss, flops_per_element, lm_targets,
+from baselines.chameleon import (Chameleon, ChameleonConfig, flops_per_element, lm_targets,
                                  param_counts, tokens_of)
 from baselines.generate import ChameleonSamplingConfig, caption, generate, sample_token, text_to_image
 from data.sequences import pack
@@ -99,10 +99,14 @@ def test_config_and_batch_checks(batch):
         tiny_cfg(codebook_size=0).validate()
     with pytest.raises(ValueError, match="attention"):
         tiny_cfg(attention="dense").validate()
-    assert ChameleonConfig().backbone.qk_norm and ChameleonConfig().lr == 1e-4 and ChameleonConfig().z_loss == 1e-5
+    assert ChameleonConfig().backbone.qk_norm and ChameleonConfig().z_loss == 1e-5
+    from baselines.spec import ChameleonFamily
+    from model.family import Recipe
+
+    assert ChameleonFamily.recipe == Recipe(lr=1e-4, qk_norm=True, z_loss=1e-5)  # Chameleon sec 2.3
     with pytest.raises(ValueError, match="code grids"):  # a grid that is not the model's
         tokens_of(dataclasses.replace(batch, images=torch.zeros(2, 1, 9, dtype=torch.long)), tiny_cfg())
-    with pytest.raises(ValueError, match="patches_per_image"):  # packed for another grid size
+    with pytest.raises(ValueError, match="elements_per_image"):  # packed for another grid size
         tokens_of(dataclasses.replace(batch, images=torch.zeros(2, 2, 2, dtype=torch.long)), tiny_cfg(code_grid=2))
 
 
@@ -163,8 +167,23 @@ def test_cuda_flex_training_and_cached_decoding(batch, special, text):
 # ----------------------------------------------------------------------------- loss
 
 
+def chameleon_loss(model, batch):
+    """The loss as the trainer composes it (model/family.py combine): .total (the objective),
+    the means .lm, .z, .lm_text, .lm_image and the counts .n_text_targets, .n_image_targets."""
+    from types import SimpleNamespace
+
+    from baselines.chameleon import LOSS_WEIGHTS, loss_terms
+    from model.family import combine
+
+    terms = loss_terms(model, batch)
+    total, _ = combine(terms, LOSS_WEIGHTS)
+    means = {k: s * 1 / max(1, n) for k, (s, n) in terms.items()}
+    return SimpleNamespace(total=total, **means, n_text_targets=terms["lm_text"][1],
+                           n_image_targets=terms["lm_image"][1])
+
+
 def hand_loss(model: Chameleon, batch: PackedBatch) -> dict:
-    """Every part by loops over positions, without lm_targets, tokens_of or next_token_loss."""
+    """Every part by loops over positions, without lm_targets, tokens_of or next_token_sums."""
     logits = all_logits(model, batch)
     ce, lse, is_code = [], [], []
     for r in range(batch.tokens.shape[0]):

@@ -14,7 +14,8 @@ import yaml
 
 from baselines.chameleon import ChameleonConfig
 from grid.config import (ConfigError, RunConfig, build_model_config, from_dict, from_yaml, load_config, resolved,
-                         run_id, to_dict, to_yaml)
+                         to_dict, to_yaml)
+from grid.identity import run_id
 from model import sizes
 from model.accounting import count_params
 from model.sizes import get_size
@@ -99,7 +100,7 @@ def test_round_trip(cfg):
 
 def test_run_id_stable_across_processes():
     cfgs = {"default": [], "varied": ["family=chameleon", "optim.lr=2e-4", "D=5e5"]}
-    code = ("import json, sys; from grid.config import load_config, run_id; "
+    code = ("import json, sys; from grid.config import load_config; from grid.identity import run_id; "
             "print(json.dumps({k: run_id(load_config(None, v)) for k, v in json.loads(sys.argv[1]).items()}))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # a different str-hash seed than this process
     out = subprocess.run([sys.executable, "-c", code, json.dumps(cfgs)], cwd=REPO, env=env,
@@ -143,7 +144,7 @@ def test_steps_derivation():
 def test_lr_default_per_family():
     assert resolved(RunConfig()).optim.lr == 3e-4
     cham = load_config(None, ["family=chameleon"])
-    assert cham.optim.lr is None and resolved(cham).optim.lr == ChameleonConfig.lr == 1e-4
+    assert cham.optim.lr is None and resolved(cham).optim.lr == 1e-4
     assert resolved(load_config(None, ["family=chameleon", "optim.lr=5e-4"])).optim.lr == 5e-4
     # A sweep that switches family on a stored config picks up the other family's default.
     assert resolved(dataclasses.replace(RunConfig(), family="chameleon")).optim.lr == 1e-4
@@ -175,13 +176,13 @@ def test_run_config_records_caption_dropout_and_prediction():
 
 def test_build_model_config_chameleon_matches_size():
     cfg = load_config(None, ["family=chameleon", "size=cpu-0.11M"])
-    m = build_model_config(cfg, vocab_size=2048, image_shape=(8, 8), codebook_size=512)
+    m = build_model_config(cfg, vocab_size=2048, image_shape=(8, 8), codebook_size=lambda: 512)
     assert isinstance(m, ChameleonConfig)
     assert dataclasses.replace(m.backbone, qk_norm=False) == get_size("cpu-0.11M")
-    assert m.backbone.qk_norm and m.z_loss == 1e-5 and m.lr == 1e-4  # Chameleon's stability recipe
-    assert (m.vocab_size, m.code_grid, m.codes_per_image) == (2560, 8, 64)
+    assert m.backbone.qk_norm and m.z_loss == 1e-5 and resolved(cfg).optim.lr == 1e-4  # Chameleon's stability recipe
+    assert (m.vocab_size, m.code_grid, m.elements_per_image) == (2560, 8, 64)
     off = build_model_config(load_config(None, ["family=chameleon", "model.qk_norm=false", "model.z_loss=0"]),
-                             2048, (8, 8), 512)
+                             2048, (8, 8), lambda: 512)
     assert not off.backbone.qk_norm and off.z_loss == 0.0
 
 
@@ -193,7 +194,7 @@ def test_build_model_config_chameleon_matches_size():
 ])
 def test_impossible_shapes_one_line(overrides, shape, codebook, needle):
     with pytest.raises(ValueError) as e:
-        build_model_config(load_config(None, overrides), 2048, shape, codebook)
+        build_model_config(load_config(None, overrides), 2048, shape, lambda: codebook)
     assert "\n" not in str(e.value) and needle in str(e.value)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data.sequences import pack
-from model.transfusion import transfusion_loss
+from conftest import loss_parts
 
 pytestmark = [
     pytest.mark.gpu,
@@ -15,18 +15,18 @@ pytestmark = [
 ]
 
 
-def _batch(special, text, image, patches_per_image):
+def _batch(special, text, image, elements_per_image):
     examples = [[text(9, 1), image(0)], [image(1), text(5, 2)], [text(40, 3)], [text(7, 4), image(2)]]
-    return pack(examples, 64, special, patches_per_image)
+    return pack(examples, 64, special, elements_per_image)
 
 
 def test_flex_block_mask_matches_sdpa_forward_and_backward(make_model, make_cfg, diffusion, special, text, image,
-                                                            patches_per_image):
-    batch = _batch(special, text, image, patches_per_image).to("cuda")
+                                                            elements_per_image):
+    batch = _batch(special, text, image, elements_per_image).to("cuda")
     losses, grads = [], []
     for backend in ("sdpa", "flex"):
         model = make_model(make_cfg(attention=backend)).cuda().train()
-        parts = transfusion_loss(model, diffusion, batch, torch.Generator("cuda").manual_seed(0))
+        parts = loss_parts(model, diffusion, batch, torch.Generator("cuda").manual_seed(0))
         parts.total.backward()
         losses.append(parts.total.detach())
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
@@ -34,12 +34,12 @@ def test_flex_block_mask_matches_sdpa_forward_and_backward(make_model, make_cfg,
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
 
 
-def test_bf16_autocast_and_compile_train_step(make_model, diffusion, special, text, image, patches_per_image):
-    batch = _batch(special, text, image, patches_per_image).to("cuda")
+def test_bf16_autocast_and_compile_train_step(make_model, diffusion, special, text, image, elements_per_image):
+    batch = _batch(special, text, image, elements_per_image).to("cuda")
     model = make_model().cuda().train()
     compiled = torch.compile(model)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        parts = transfusion_loss(compiled, diffusion, batch, torch.Generator("cuda").manual_seed(0))
+        parts = loss_parts(compiled, diffusion, batch, torch.Generator("cuda").manual_seed(0))
     parts.total.backward()
     assert torch.isfinite(parts.total)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())

@@ -106,7 +106,7 @@ def test_noise_limit_bounds_only_limited_samples():
     assert t_off[limited].max() > 500
 
 
-def test_loss_is_per_image_mean_then_mean_over_images():
+def test_loss_is_per_image_mean_then_summed_over_images():
     d = Diffusion()
     noise = torch.zeros(3, 2, 2, 2)
     eps = noise.clone()
@@ -114,15 +114,15 @@ def test_loss_is_per_image_mean_then_mean_over_images():
     eps[1, 0, 0, 0] = 4.0  # image 1: one of 8 elements off by 4 -> MSE 16/8 = 2
     # image 2: perfect -> 0
     assert_close(d.per_image_loss(eps, noise), torch.tensor([1.0, 2.0, 0.0]))
-    assert d.loss(eps, noise).item() == pytest.approx((1 + 2 + 0) / 3)
+    assert d.loss_sum(eps, noise).item() == pytest.approx(1 + 2 + 0)
     with pytest.raises(ValueError, match="shape"):
-        d.loss(eps, noise[:2])
+        d.loss_sum(eps, noise[:2])
 
 
 def test_loss_empty_batch_is_zero_with_graph():
     d = Diffusion()
     eps = torch.zeros(0, 4, 2, 2, requires_grad=True)
-    loss = d.loss(eps, torch.zeros(0, 4, 2, 2))
+    loss = d.loss_sum(eps, torch.zeros(0, 4, 2, 2))
     assert loss.item() == 0.0 and not torch.isnan(loss)
     loss.backward()
     assert eps.grad is not None
@@ -335,8 +335,8 @@ def test_imperfect_oracle_keeps_the_data_variance(prediction, method, steps, err
 @pytest.mark.parametrize("error", ["noise", 1.01])
 def test_the_pre_fix_grid_fails_the_same_check(error):
     # The criterion above can fail: the sampler as it was (eps on a grid from t = 999, which
-    # evals/sampler_check.py reproduces) blows the variance up ~130-160x at DDIM 25.
-    from evals.sampler_check import PreFixDiffusion
+    # grid/sampler_check.py reproduces) blows the variance up ~130-160x at DDIM 25.
+    from grid.sampler_check import PreFixDiffusion
 
     d = PreFixDiffusion()
     g = torch.Generator().manual_seed(0)

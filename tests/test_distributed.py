@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from grid.config import load_config
-from grid.distributed import Dist, global_mean
+from grid.distributed import Dist
+from model.family import combine
 from grid.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +43,24 @@ def test_rows_of_a_batch_hold_their_own_images():
     assert sel == slice(2, 2) and empty.images.shape[0] == 0
 
 
-def test_global_mean_is_the_plain_mean_in_one_process():
+def test_combine_is_the_plain_mean_in_one_process():
     x = torch.tensor(2.5, requires_grad=True)
-    scaled, logged = global_mean(Dist(), {"lm": (x * 1.0, 7), "diffusion": (x * 2.0, 0)})
-    assert scaled["lm"].item() == 2.5 and scaled["diffusion"].item() == 0.0
-    assert logged == {"lm": 2.5, "diffusion": 0.0}  # no images: the term is empty
+    objective, logged = combine({"lm": (x * 7.0, 7), "diffusion": (x * 0.0, 0)}, {"lm": 1.0, "diffusion": 5.0})
+    assert objective.item() == 2.5 and logged == {"lm": 2.5, "diffusion": 0.0, "loss": 2.5}  # no images: empty
+    objective.backward()
+    assert x.grad.item() == 1.0
+
+
+def test_combine_over_ranks_weights_each_rank_by_the_global_count():
+    """Two ranks with 1 and 3 targets: the global mean is over 4, each rank's objective times
+    the world (DDP averages gradients) sums to that mean's gradient."""
+    a, b = torch.tensor(1.0, requires_grad=True), torch.tensor(1.0, requires_grad=True)
+    both = torch.tensor([2.0 + 3 * 4.0, 4.0])  # what an all-reduce of the two ranks' [sum, count] gives
+    oa, la = combine({"lm": (a * 2.0, 1)}, {"lm": 1.0}, lambda _: both, world=2)
+    ob, lb = combine({"lm": (b * 12.0, 3)}, {"lm": 1.0}, lambda _: both, world=2)
+    assert la == lb == {"lm": 3.5, "loss": 3.5}
+    (oa + ob).div(2).backward()  # DDP's average of the two ranks' gradients
+    assert (a.grad.item(), b.grad.item()) == (2.0 / 4, 12.0 / 4)
 
 
 def test_shard_refuses_rows_not_divisible_by_the_world():
@@ -85,7 +99,7 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(prepared, 
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5)
         assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-3, abs=1e-5)
     ea, eb = (json.loads((d / "evals.json").read_text()) for d in (one, two))
-    if parallel == "fsdp":  # the benchmarks need whole parameters: left to evals.run
+    if parallel == "fsdp":  # the benchmarks need whole parameters: left to grid.evaluate
         assert "skipped under FSDP" in eb["meta/benchmarks"]
         ea = {k: v for k, v in ea.items() if k in eb}
     for key, value in ea.items():

@@ -24,7 +24,8 @@ from evals.compositional import geneval_prompts, geneval_scores
 from evals.harness import T2I_PROTOCOL, EvalConfig, evaluate
 from evals.text import heldout_documents, next_token_logprobs, perplexity, score_pieces, unigram_perplexity, windows
 from model.backbone import BackboneConfig
-from model.diffusion import Diffusion
+from baselines.spec import ChameleonFamily
+from model.spec import TransfusionFamily
 from model.patches import PatchConfig
 from model.transfusion import Transfusion, TransfusionConfig
 from data.shapes import GENEVAL_CATEGORIES
@@ -145,16 +146,16 @@ def test_compositional_accuracy_of_ground_truth_images_is_near_one_and_of_noise_
 @pytest.mark.parametrize("family", ["transfusion", "chameleon"])
 def test_evaluate_runs_every_benchmark_deterministically_and_leaves_the_caller_alone(data, fid_net, family):
     model = _transfusion(data) if family == "transfusion" else _chameleon(data)
-    diffusion = Diffusion(model.cfg.diffusion) if family == "transfusion" else None
+    spec = (TransfusionFamily if family == "transfusion" else ChameleonFamily)(model.cfg)
     cfg = EvalConfig(batch_size=4, sample_batch_size=4, text_tokens=256, caption_images=4, caption_tokens=6,
                      t2i_images=4, geneval_per_category=1, cond_images=4, bootstrap=20, sampler_steps=3,
                      progress=False, threads=3 - min(torch.get_num_threads(), 2))  # not the caller's count
     model.train()
     torch.manual_seed(123)
     rng, threads = torch.get_rng_state(), torch.get_num_threads()
-    out = evaluate(model, diffusion, data, "shapes", cfg)
+    out = evaluate(model, spec, data, "shapes", cfg)
     assert torch.equal(torch.get_rng_state(), rng) and model.training and torch.get_num_threads() == threads
-    again = evaluate(model, diffusion, data, "shapes", cfg)
+    again = evaluate(model, spec, data, "shapes", cfg)
     timeless = lambda d: {k: v for k, v in d.items() if not k.startswith("meta/seconds")}  # noqa: E731
     assert timeless(out) == timeless(again)
     numbers = {k: v for k, v in out.items() if not k.startswith("meta/")}
@@ -179,7 +180,7 @@ def test_evaluate_runs_every_benchmark_deterministically_and_leaves_the_caller_a
     else:
         assert "meta/clip_x0" not in out
     # Each benchmark has its own generator: running one alone gives the same value.
-    alone = evaluate(model, diffusion, data, "shapes", EvalConfig(**{**cfg.__dict__, "benchmarks": ("geneval",)}))
+    alone = evaluate(model, spec, data, "shapes", EvalConfig(**{**cfg.__dict__, "benchmarks": ("geneval",)}))
     assert alone["t2i/geneval_overall"] == out["t2i/geneval_overall"]
 
 
@@ -215,14 +216,14 @@ def test_lm_eval_ranks_real_continuations_above_reversed_ones(data, text_model, 
         "test_split: test\noutput_type: multiple_choice\ntarget_delimiter: ''\n"
         "doc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n")
-    out = run_lm_eval(text_model, tok, ["toy_continuation"], include_path=str(tmp_path), context=64, seed=0)
+    out = run_lm_eval(text_model, TransfusionFamily(text_model.cfg), tok, ["toy_continuation"], include_path=str(tmp_path), context=64, seed=0)
     assert out["lm_eval/toy_continuation/acc"] >= 0.8 and out["lm_eval/mean_acc"] == out["lm_eval/toy_continuation/acc"]
 
     class Req:  # what lm_eval hands the model: .args
         def __init__(self, *args):
             self.args = args
 
-    lm = SuiteLM(text_model, tok, context=64)
+    lm = SuiteLM(text_model, TransfusionFamily(text_model.cfg), tok, context=64)
     (ll, greedy), = lm.loglikelihood([Req(rows[0]["context"], rows[0]["choices"][0])])
     ids = torch.tensor([tok.special.bos] + tok.encode(rows[0]["context"]) + tok.encode(rows[0]["choices"][0]))
     with torch.no_grad():

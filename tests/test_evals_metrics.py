@@ -21,7 +21,9 @@ from evals.caption_truth import judge, parse, scene_objects, truth_rates
 from evals.compositional import geneval_prompts, geneval_references, geneval_with_intervals
 from evals.conditioning import _caption_nats, caption_nll, derangement, eps_mse, rows_batch
 from evals.intervals import ratio_interval, wilson
-from evals.sampling import ImageSampling, sample_images
+from evals.sampling import sample_images
+from model.family import ImageSampling
+from model.spec import TransfusionFamily
 from model.backbone import BackboneConfig
 from model.batch import Image, Text
 from model.diffusion import Diffusion
@@ -199,14 +201,14 @@ def test_caption_nll_scores_the_same_tokens_however_examples_are_packed(data):
     lat = data.encoded("shapes", "test", "kl")[:6]
     caps = [torch.tensor(tok.encode(c[0])) for c in data.image_set("shapes", "test")["captions"][:6]]
     examples = [[Image(lat[i]), Text(caps[i])] for i in range(6)] + [[Text(caps[i])] for i in range(6)]
-    p = model.cfg.patch.num_patches
+    p = model.cfg.patch.elements_per_image
     with torch.no_grad():
-        nats, tokens = _caption_nats(model, rows_batch(examples, tok.special, p), tok.special)
-        packed, packed_tokens = _caption_nats(model, pack(examples, 1024, tok.special, p), tok.special)  # one row
+        nats, tokens = _caption_nats(model, TransfusionFamily(model.cfg), rows_batch(examples, tok.special, p), tok.special)
+        packed, packed_tokens = _caption_nats(model, TransfusionFamily(model.cfg), pack(examples, 1024, tok.special, p), tok.special)  # one row
     expected = [c.numel() + 1 for c in caps]  # the caption's tokens and EOS, in both layouts
     assert tokens.tolist() == expected * 2 and float(packed_tokens.sum()) == sum(expected) * 2
     assert float(packed.sum()) == pytest.approx(float(nats.sum()), rel=1e-5)
-    out = caption_nll(model, lat, caps, tok.special, p, 4, torch.Generator().manual_seed(0), 50, 0)
+    out = caption_nll(model, TransfusionFamily(model.cfg), lat, caps, tok.special, 4, torch.Generator().manual_seed(0), 50, 0)
     assert out["cond/caption_nll_true_lo"] <= out["cond/caption_nll_true"] <= out["cond/caption_nll_true_hi"]
     assert out["cond/caption_image_gain"] == pytest.approx(
         out["cond/caption_nll_shuffled"] - out["cond/caption_nll_true"], abs=1e-9)
@@ -245,7 +247,7 @@ def test_sampled_latents_respect_the_clamp(data):
     ae = Recorder()
     caps = [torch.tensor(tok.encode("a red circle"))] * 3
     for clip in (None, 0.25):
-        sample_images(model, Diffusion(model.cfg.diffusion), ae, caps, tok.special,
+        sample_images(model, TransfusionFamily(model.cfg), ae, caps, tok.special,
                       ImageSampling(cfg_scale=3.0, steps=4, clip_x0=clip), torch.Generator().manual_seed(0), 2)
     unclamped, clamped = torch.cat(ae.seen[:2]), torch.cat(ae.seen[2:])
     assert float(clamped.abs().max()) <= 0.25 + 1e-5 < float(unclamped.abs().max())
@@ -253,7 +255,7 @@ def test_sampled_latents_respect_the_clamp(data):
 
 def test_integer_tuples_parse_on_the_command_line():
     from evals.harness import EvalConfig
-    from evals.run import apply_overrides
+    from grid.evaluate import apply_overrides
 
     cfg = apply_overrides(EvalConfig(), ["cond_timesteps=100, 900", "clip_x0=0"])
     assert cfg.cond_timesteps == (100, 900) and cfg.clip_x0 == 0.0

@@ -86,7 +86,7 @@ def test_denoising_recomputes_only_the_image(make_model, diffusion, special, tex
     model = make_model()
     lengths = []
     hook = model.backbone.register_forward_hook(lambda m, i, o: lengths.append(i[0].shape[1]))
-    p = model.cfg.patch.num_patches
+    p = model.cfg.patch.elements_per_image
     steps = 5
     text_to_image(model, diffusion, [text(6).ids, text(2).ids], special, SamplingConfig(image_steps=steps))
     hook.remove()
@@ -135,7 +135,7 @@ def test_decoding_logits_equal_the_training_forward(make_model, diffusion, speci
     cfg = SamplingConfig(max_new_tokens=14, image_steps=3, max_images=1, clip_x0=3.0)
     out = generate(model, diffusion, [prompt], special, cfg)[0]
     assert [type(s) for s in out] == [Text, Image, Text]
-    lay = layout(prompt + out, special, model.cfg.patch.num_patches, add_eos=False)
+    lay = layout(prompt + out, special, model.cfg.patch.elements_per_image, add_eos=False)
     n = lay.tokens.shape[0]
     batch = PackedBatch(tokens=lay.tokens[None], modality=lay.modality[None], image_id=lay.image_slot[None],
                         doc_id=torch.zeros(1, n, dtype=torch.long), position=torch.arange(n)[None],
@@ -164,7 +164,7 @@ def test_denoiser_during_decoding_equals_the_training_forward(make_model, diffus
     for step in (0, 400, 999):
         t = torch.full((2,), step)
         x_t = diffusion.q_sample(x0, t, noise)
-        batch = pack([[c, Image(x)] for c, x in zip(captions, x0)], 48, special, model.cfg.patch.num_patches)
+        batch = pack([[c, Image(x)] for c, x in zip(captions, x0)], 48, special, model.cfg.patch.elements_per_image)
         with torch.no_grad():
             _, trained = model(batch, x_t, t, batch.lm_targets()[0])
             dec = _Decoder(model, diffusion, special, SamplingConfig(), None, use_cache=True)

@@ -50,7 +50,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from baselines.chameleon import Chameleon, ChameleonConfig, chameleon_loss
+from baselines.chameleon import LOSS_WEIGHTS, Chameleon, ChameleonConfig, loss_terms as chameleon_terms
 from baselines.generate import ChameleonSamplingConfig
 from baselines.generate import text_to_image as chameleon_text_to_image
 from data.records import to_unit_range
@@ -61,7 +61,9 @@ from model.batch import Image, SpecialTokens, Text, layout
 from model.diffusion import Diffusion, DiffusionConfig
 from model.generate import SamplingConfig, text_to_image
 from model.patches import PatchConfig
-from model.transfusion import Transfusion, TransfusionConfig, transfusion_loss
+from model.transfusion import Transfusion, TransfusionConfig
+from conftest import loss_parts
+from model.family import combine
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, boi=3, eoi=4)
 FIRST_WORD_ID = 5
@@ -184,12 +186,12 @@ def transfusion() -> TrainedTransfusion:
                                               timestep_dim=32),
                             diffusion=DiffusionConfig(), vocab_size=TEXT_VOCAB)
     model, diffusion = Transfusion(cfg), Diffusion(cfg.diffusion)
-    p = cfg.patch.num_patches
+    p = cfg.patch.elements_per_image
     examples = [[Text(c), Image(x)] for c, x in zip(scenes.captions, latents)] + [[Image(x)] for x in latents]
     batch = pack(examples, _seq_len(examples, p), SPECIAL, p)
     gen = torch.Generator().manual_seed(0)
     with _OneThread():
-        _train(model, lambda: transfusion_loss(model, diffusion, batch, gen).total, steps=3500, lr=3e-3)
+        _train(model, lambda: loss_parts(model, diffusion, batch, gen).total, steps=3500, lr=3e-3)
     return TrainedTransfusion(model, diffusion, scenes.captions, latents, shift, scale)
 
 
@@ -242,10 +244,10 @@ def chameleon() -> TrainedChameleon:
                           text_vocab_size=TEXT_VOCAB, codebook_size=codebook.shape[0], code_grid=8)
     model = Chameleon(cfg)
     examples = [[Text(c), Image(k)] for c, k in zip(scenes.captions, codes)] + [[Image(k)] for k in codes]
-    batch = pack(examples, _seq_len(examples, cfg.codes_per_image), SPECIAL, cfg.codes_per_image)
+    batch = pack(examples, _seq_len(examples, cfg.elements_per_image), SPECIAL, cfg.elements_per_image)
     # lr 3e-3, not Chameleon's 1e-4: a memorisation test, not the paper's recipe.
     with _OneThread():
-        _train(model, lambda: chameleon_loss(model, batch).total, steps=400, lr=3e-3)
+        _train(model, lambda: combine(chameleon_terms(model, batch), LOSS_WEIGHTS)[0], steps=400, lr=3e-3)
     return TrainedChameleon(model, scenes.captions, codes, codebook)
 
 

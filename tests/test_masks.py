@@ -195,14 +195,14 @@ def test_flex_attention_equals_sdpa_with_dense_mask(bidirectional):
 @pytest.mark.filterwarnings(FLEX_WARNING)
 @pytest.mark.parametrize("image_attention", ["bidirectional", "causal"])
 def test_transfusion_forward_flex_equals_sdpa(make_cfg, make_model, special, text, image,
-                                              patches_per_image, image_attention):
+                                              elements_per_image, image_attention):
     examples = [
         [text(7, 0), image(0)],
         [image(1), text(5, 1)],
         [text(60, 2)],  # long enough to be split across rows
         [text(3, 3), image(2), text(4, 4), image(3)],
     ]
-    batch = pack(examples, seq_len=48, special=special, patches_per_image=patches_per_image)
+    batch = pack(examples, seq_len=48, special=special, elements_per_image=elements_per_image)
     assert (batch.doc_id < 0).any() and batch.images.shape[0] == 4  # padding and images present
     sdpa = make_model(make_cfg(attention="sdpa", image_attention=image_attention))
     flex = make_model(make_cfg(attention="flex", image_attention=image_attention), seed=1)

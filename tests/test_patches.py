@@ -65,8 +65,8 @@ def test_shapes_over_patch_sizes_and_channels(kind):
         enc, dec = build_patch_codec(cfg, 24)
         x, t = _batch(cfg)
         tokens, skips = enc(x, t)
-        assert tokens.shape == (2, cfg.num_patches, 24)
-        assert cfg.num_patches == (16 // k) ** 2 and cfg.patch_dim == C * k * k
+        assert tokens.shape == (2, cfg.elements_per_image, 24)
+        assert cfg.elements_per_image == (16 // k) ** 2 and cfg.patch_dim == C * k * k
         assert dec(tokens, t, skips).shape == x.shape
 
 
@@ -126,7 +126,7 @@ def test_linear_codec_is_patch_local():
     assert diff[1, 6] > 0
     diff[1, 6] = 0
     assert torch.all(diff == 0)
-    h = torch.randn(2, cfg.num_patches, 24)
+    h = torch.randn(2, cfg.elements_per_image, 24)
     h2 = h.clone()
     h2[0, 5] += 1.0  # patch 5 = patch-row 1, patch-column 1
     changed = (dec(h2, t, []) - dec(h, t, [])).abs().sum(1) > 0  # [n, H, W]

@@ -18,8 +18,8 @@ from model.batch import IMAGE, PAD, TEXT, Image, PackedBatch, Text, layout
 # ----------------------------------------------------------------------------- layout
 
 
-def test_layout_caption_then_image(special, image, patches_per_image):
-    P = patches_per_image
+def test_layout_caption_then_image(special, image, elements_per_image):
+    P = elements_per_image
     img = image(0)
     lay = layout([Text(torch.tensor([5, 6, 7])), img], special, P)
     assert lay.tokens.tolist() == [special.bos, 5, 6, 7, special.boi] + [special.pad] * P + [special.eoi, special.eos]
@@ -29,27 +29,27 @@ def test_layout_caption_then_image(special, image, patches_per_image):
     assert lay.image_first == [False]
 
 
-def test_layout_image_then_caption(special, image, patches_per_image):
-    P = patches_per_image
+def test_layout_image_then_caption(special, image, elements_per_image):
+    P = elements_per_image
     lay = layout([image(0), Text(torch.tensor([8, 9]))], special, P)
     assert lay.tokens.tolist() == [special.bos, special.boi] + [special.pad] * P + [special.eoi, 8, 9, special.eos]
     assert lay.modality.tolist() == [TEXT] * 2 + [IMAGE] * P + [TEXT] * 4
     assert lay.image_first == [True]
 
 
-def test_layout_image_alone_is_not_image_first(special, image, patches_per_image):
+def test_layout_image_alone_is_not_image_first(special, image, elements_per_image):
     # The unconditional example of caption dropout: the noise limit exists for the caption
     # after an image, and an image with no text must train the guidance branch at every t.
-    P = patches_per_image
+    P = elements_per_image
     for segments in ([image(0)], [image(0), Text(torch.tensor([], dtype=torch.long))], [image(0), image(1)]):
         lay = layout(segments, special, P)
         assert lay.image_first == [False] * len(lay.images)
     assert layout([image(0), Text(torch.tensor([8]))], special, P).image_first == [True]
 
 
-def test_layout_image_first_flags_per_image(special, image, patches_per_image):
+def test_layout_image_first_flags_per_image(special, image, elements_per_image):
     # An empty text segment is no caption: the first image still counts as image-first.
-    P = patches_per_image
+    P = elements_per_image
     lay = layout([Text(torch.tensor([], dtype=torch.long)), image(0), Text(torch.tensor([9])), image(1)], special, P)
     assert lay.image_first == [True, False]
     assert lay.image_slot.tolist() == [-1, -1] + [0] * P + [-1, -1, -1] + [1] * P + [-1, -1]
@@ -132,8 +132,8 @@ def _boundaries(batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_packer_invariants_on_random_streams(seed, special, text, image, patches_per_image):
-    P = patches_per_image
+def test_packer_invariants_on_random_streams(seed, special, text, image, elements_per_image):
+    P = elements_per_image
     g = torch.Generator().manual_seed(seed)
     seq_len = [P + 4, 29, 40, 64, 100][seed % 5]
     packer = Packer(seq_len, special, P)
@@ -186,8 +186,8 @@ def test_packer_invariants_on_random_streams(seed, special, text, image, patches
             assert not any(s < c < s + n for c in piece_starts)
 
 
-def test_caption_image_example_that_does_not_fit_starts_new_row(special, text, image, patches_per_image):
-    P = patches_per_image
+def test_caption_image_example_that_does_not_fit_starts_new_row(special, text, image, elements_per_image):
+    P = elements_per_image
     seq_len = 40
     first = [text(20, 0)]  # 22 elements, leaves 18
     pair = [text(3, 1), image(0)]  # BOS + 3 + BOI + 16 + EOI + EOS = 23 > 18
@@ -204,12 +204,12 @@ def test_caption_image_example_that_does_not_fit_starts_new_row(special, text, i
     assert batch.doc_id[1, :5].tolist() == [0] * 5 and (batch.modality[1, 5:] == PAD).all()
 
 
-def test_long_text_document_is_split_across_rows(special, text, patches_per_image):
+def test_long_text_document_is_split_across_rows(special, text, elements_per_image):
     seq_len = 40
     doc = [text(100, 0)]  # 102 elements: 40 + 40 + 22
-    batch = pack([doc], seq_len, special, patches_per_image)
+    batch = pack([doc], seq_len, special, elements_per_image)
     assert batch.tokens.shape == (3, seq_len)
-    assert torch.equal(batch.tokens[batch.modality != PAD], layout(doc, special, patches_per_image).tokens)
+    assert torch.equal(batch.tokens[batch.modality != PAD], layout(doc, special, elements_per_image).tokens)
     for r, n in enumerate([40, 40, 22]):
         assert batch.doc_id[r].tolist() == [0] * n + [-1] * (seq_len - n)
         assert batch.position[r, :n].tolist() == list(range(n))
@@ -217,8 +217,8 @@ def test_long_text_document_is_split_across_rows(special, text, patches_per_imag
     assert batch.images.shape[0] == 0 and batch.image_first.shape == (0,)
 
 
-def test_long_interleaved_document_never_cuts_an_image(special, text, image, patches_per_image):
-    P = patches_per_image
+def test_long_interleaved_document_never_cuts_an_image(special, text, image, elements_per_image):
+    P = elements_per_image
     seq_len = 30
     # BOS + 15 text, then the 18-element image block would straddle the row end (16 + 18 > 30):
     # the row is cut before BOI and the whole block moves to the next row.
@@ -229,8 +229,8 @@ def test_long_interleaved_document_never_cuts_an_image(special, text, image, pat
     assert batch.tokens[1, 0] == special.boi and batch.tokens[1, P + 1] == special.eoi
 
 
-def test_padding_and_element_count(special, text, image, patches_per_image):
-    P = patches_per_image
+def test_padding_and_element_count(special, text, image, elements_per_image):
+    P = elements_per_image
     examples = [[text(4, 0), image(0)], [text(6, 1)], [image(1), text(2, 2)]]
     lays = [layout(ex, special, P) for ex in examples]
     batch = pack(examples, 64, special, P)
@@ -240,8 +240,8 @@ def test_padding_and_element_count(special, text, image, patches_per_image):
     assert (batch.doc_id[pad] == -1).all() and (batch.doc_id[~pad] >= 0).all()
 
 
-def test_lm_targets_hand_built(special, image, patches_per_image):
-    P = patches_per_image
+def test_lm_targets_hand_built(special, image, elements_per_image):
+    P = elements_per_image
     s = special
     ex1 = [Text(torch.tensor([5, 6])), image(0), Text(torch.tensor([10]))]  # 23 elements
     ex2 = [Text(torch.tensor([7, 8, 9]))]  # 5 elements
@@ -261,29 +261,29 @@ def test_lm_targets_hand_built(special, image, patches_per_image):
     assert not mask[0, 6 + P] and not mask[0, -1]
 
 
-def test_seq_len_too_small_raises(special, patches_per_image):
-    P = patches_per_image
+def test_seq_len_too_small_raises(special, elements_per_image):
+    P = elements_per_image
     with pytest.raises(ValueError, match="seq_len"):
         Packer(P + 3, special, P)  # an image with BOS, BOI, EOI, EOS does not fit
     Packer(P + 4, special, P)  # exactly fits
 
 
-def test_image_block_longer_than_seq_len_raises(special, image, patches_per_image):
-    P = patches_per_image
+def test_image_block_longer_than_seq_len_raises(special, image, elements_per_image):
+    P = elements_per_image
     with pytest.raises(ValueError, match="seq_len"):
         pack([[image(0)]], P + 1, special, P)  # BOI + P + EOI = P + 2 > seq_len
 
 
-def test_image_only_example_fills_minimal_row(special, image, patches_per_image):
-    P = patches_per_image
+def test_image_only_example_fills_minimal_row(special, image, elements_per_image):
+    P = elements_per_image
     batch = pack([[image(0)], [image(1)]], P + 4, special, P)
     assert batch.tokens.shape == (2, P + 4) and batch.num_elements == 2 * (P + 4)
     # No caption follows: these are unconditional examples, not noise-limited (issue 11)
     assert batch.image_first.tolist() == [False, False]
 
 
-def test_pop_more_rows_than_ready_raises(special, text, patches_per_image):
-    packer = Packer(40, special, patches_per_image)
+def test_pop_more_rows_than_ready_raises(special, text, elements_per_image):
+    packer = Packer(40, special, elements_per_image)
     packer.add([text(50, 0)])  # one full row, one partial
     assert packer.ready() == 1
     with pytest.raises(ValueError, match="rows"):
@@ -305,8 +305,8 @@ def _good_batch(special, text, image, P) -> PackedBatch:
         (lambda b: (setattr(b, "images", b.images[:1]), setattr(b, "image_first", b.image_first[:1])), "image_id"),
     ],
 )
-def test_packed_batch_check_catches_inconsistent_shapes(corrupt, field, special, text, image, patches_per_image):
-    batch = _good_batch(special, text, image, patches_per_image)
+def test_packed_batch_check_catches_inconsistent_shapes(corrupt, field, special, text, image, elements_per_image):
+    batch = _good_batch(special, text, image, elements_per_image)
     batch.check()  # consistent as packed
     corrupt(batch)
     with pytest.raises(ValueError, match=field):

@@ -15,10 +15,10 @@ import torch
 
 from grid.checkpoint import CheckpointManager
 from grid.launch import main as launch
-from grid.runs import find_run, select
+from grid.runs import write_run_config
 from grid.slurm import SlurmOptions, recorded_jobs, submit
 from grid.status import main as status
-from grid.sweeps import get_sweep
+from grid.sweeps import sweep_specs
 from grid.train import train
 
 
@@ -89,7 +89,7 @@ def test_a_two_run_sweep_goes_out_as_one_job_array(prepared, tmp_path, capsys):
 def test_a_preempted_job_requeues_and_ends_like_an_uninterrupted_run(prepared, tmp_path):
     root, _ = prepared
     overrides = _tiny(root, D=16_000)
-    spec = find_run(select(get_sweep(SWEEP), overrides), select(get_sweep(SWEEP), overrides)[0].run_id)
+    spec = sweep_specs(SWEEP, overrides)[0]
     # Bitwise equality needs the job's thread count (1 CPU per task): a different number of
     # threads sums in a different order.
     threads = torch.get_num_threads()
@@ -98,7 +98,8 @@ def test_a_preempted_job_requeues_and_ends_like_an_uninterrupted_run(prepared, t
         reference = train(spec.cfg, tmp_path / "ref", tmp_path / "cref", SWEEP)
     finally:
         torch.set_num_threads(threads)
-    jobs = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", overrides, SlurmOptions(time_min=10))
+    write_run_config(tmp_path / "r" / SWEEP / spec.run_id, spec.cfg)  # what the launcher does first
+    jobs = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", SlurmOptions(time_min=10))
     job = jobs[spec.run_id]
     run_dir = tmp_path / "r" / SWEEP / spec.run_id
     metrics = run_dir / "metrics.jsonl"
@@ -119,10 +120,10 @@ def test_the_tasks_of_one_job_train_as_one_distributed_run(prepared, tmp_path):
     """Ranks from the SLURM job (submitit's environment), gloo on CPU: equal to one process."""
     root, _ = prepared
     overrides = [*_tiny(root), "batch_rows=4"]
-    spec = select(get_sweep(SWEEP), overrides)[1]
+    spec = sweep_specs(SWEEP, overrides)[1]
     reference = train(spec.cfg, tmp_path / "ref", tmp_path / "cref", SWEEP)
-    job = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", overrides,
-                 SlurmOptions(time_min=10, tasks_per_node=2))[spec.run_id]
+    write_run_config(tmp_path / "r" / SWEEP / spec.run_id, spec.cfg)
+    job = submit(SWEEP, [spec], tmp_path / "r", tmp_path / "c", SlurmOptions(time_min=10, tasks_per_node=2))[spec.run_id]
     assert job.results() == ["done", "done"]  # one result per task
     run_dir = tmp_path / "r" / SWEEP / spec.run_id
     assert json.loads((run_dir / "status.json").read_text())["world_size"] == 2

@@ -17,7 +17,7 @@ from data.sequences import pack
 from model.batch import IMAGE, TEXT, PackedBatch
 from model.patches import patchify
 from model.rope import rope_angles
-from model.transfusion import transfusion_loss
+from conftest import loss_parts
 
 UNCHANGED = 1e-6  # observed differences are exactly 0; changed outputs differ by >= ~5e-4
 CHANGED = 1e-5
@@ -27,11 +27,11 @@ CHANGED = 1e-5
 
 
 @pytest.fixture
-def two_doc_batch(special, text, image, patches_per_image) -> PackedBatch:
+def two_doc_batch(special, text, image, elements_per_image) -> PackedBatch:
     """One row: doc 0 = BOS t t t t BOI [image 0] EOI t t t EOS, doc 1 = BOS t t BOI [image 1]
     EOI t t t EOS, then 4 padding elements."""
     examples = [[text(4, 0), image(0), text(3, 1)], [text(2, 2), image(1), text(3, 3)]]
-    batch = pack(examples, 56, special, patches_per_image)
+    batch = pack(examples, 56, special, elements_per_image)
     assert batch.tokens.shape == (1, 56) and batch.images.shape[0] == 2
     assert (batch.doc_id[0] == 0).sum() == 27 and (batch.doc_id[0] == 1).sum() == 25
     return batch
@@ -123,7 +123,7 @@ def test_changing_a_later_image_changes_nothing_earlier(make_model, two_doc_batc
 
 @pytest.mark.parametrize("p", [0, 5, 15])
 @pytest.mark.parametrize("image_attention", ["bidirectional", "causal"])
-def test_changing_one_patch(make_model, two_doc_batch, patches_per_image, image_attention, p):
+def test_changing_one_patch(make_model, two_doc_batch, elements_per_image, image_attention, p):
     """Perturb only patch p's k x k region of image 0 (linear codec: it enters one element)."""
     model = make_model(image_attention=image_attention)
     k = model.cfg.patch.patch_size
@@ -150,14 +150,14 @@ def test_changing_one_patch(make_model, two_doc_batch, patches_per_image, image_
     assert d_pos[last + 1:int((doc == 0).sum())].min() > CHANGED  # EOI and the caption after it
 
 
-def test_packed_document_computes_as_if_alone(make_model, special, text, image, patches_per_image):
+def test_packed_document_computes_as_if_alone(make_model, special, text, image, elements_per_image):
     """Documents do not see each other: doc 1 packed behind doc 0 gives the outputs it gives alone
     in a row (to rounding; RoPE is relative, so this checks isolation, not the position restart,
     which test_sequences checks)."""
     model = make_model()
     ex0, ex1 = [text(4, 0), image(0), text(3, 1)], [text(2, 2), image(1), text(3, 3)]
-    packed = pack([ex0, ex1], 56, special, patches_per_image)
-    alone = pack([ex1], 56, special, patches_per_image)
+    packed = pack([ex0, ex1], 56, special, elements_per_image)
+    alone = pack([ex1], 56, special, elements_per_image)
     t = torch.tensor([300, 700])
     a = _outputs(model, packed, packed.images, t)
     b = _outputs(model, alone, alone.images, t[1:])
@@ -177,7 +177,7 @@ def test_dropout_is_off_in_eval_mode(make_model, two_doc_batch):
 
 
 def _hand_loss(model, diffusion, batch: PackedBatch, seed: int) -> dict[str, torch.Tensor]:
-    """Every loss part recomputed without transfusion_loss, lm_targets or next_token_loss,
+    """Every loss part recomputed without loss_terms, lm_targets or next_token_sums,
     from the same generator draws (timesteps first, then the noise)."""
     cfg = model.cfg
     g = torch.Generator().manual_seed(seed)
@@ -209,7 +209,7 @@ def _hand_loss(model, diffusion, batch: PackedBatch, seed: int) -> dict[str, tor
 def test_loss_decomposition_and_hand_computation(make_model, diffusion, two_doc_batch, lam, z_loss):
     model = make_model(lambda_diffusion=lam, z_loss=z_loss)
     batch = two_doc_batch
-    parts = transfusion_loss(model, diffusion, batch, generator=torch.Generator().manual_seed(3))
+    parts = loss_parts(model, diffusion, batch, generator=torch.Generator().manual_seed(3))
     assert torch.equal(parts.total, parts.lm + lam * parts.diffusion + parts.z)
     hand = _hand_loss(model, diffusion, batch, seed=3)
     for name in ("lm", "diffusion", "z", "total"):
@@ -220,22 +220,22 @@ def test_loss_decomposition_and_hand_computation(make_model, diffusion, two_doc_
 
 
 @pytest.mark.parametrize("noise_limit", [500, None])
-def test_noise_limit_reaches_the_forward(make_model, special, text, image, patches_per_image, noise_limit):
+def test_noise_limit_reaches_the_forward(make_model, special, text, image, elements_per_image, noise_limit):
     from model.diffusion import Diffusion, DiffusionConfig
 
     model = make_model()
     diffusion = Diffusion(DiffusionConfig(noise_limit=noise_limit))
     examples = [[image(0), text(3, 0)], [text(3, 1), image(1)], [image(2), text(2, 2)], [text(2, 3), image(3)]]
-    batch = pack(examples, 48, special, patches_per_image)
+    batch = pack(examples, 48, special, elements_per_image)
     assert batch.image_first.tolist() == [True, False, True, False]
     seen = []
     hook = model.patch_enc.register_forward_pre_hook(lambda mod, args: seen.append((args[0].clone(), args[1].clone())))
     try:
         with torch.no_grad():
             for seed in range(40):
-                transfusion_loss(model, diffusion, batch, generator=torch.Generator().manual_seed(seed))
+                loss_parts(model, diffusion, batch, generator=torch.Generator().manual_seed(seed))
                 hand = _hand_loss(model, diffusion, batch, seed)
-                x_t, t = seen[-2]  # transfusion_loss's call (the hand one comes after)
+                x_t, t = seen[-2]  # loss_parts's call (the hand one comes after)
                 assert torch.equal(t, hand["t"])
                 g = torch.Generator().manual_seed(seed)
                 diffusion.sample_timesteps(4, batch.image_first, generator=g)
@@ -252,20 +252,20 @@ def test_noise_limit_reaches_the_forward(make_model, special, text, image, patch
         assert ts[:, first].max() <= 500 and ts[:, first].min() >= 0
 
 
-def test_text_only_batch(make_model, diffusion, special, text, patches_per_image):
+def test_text_only_batch(make_model, diffusion, special, text, elements_per_image):
     model = make_model()
-    batch = pack([[text(20, 0)], [text(30, 1)]], 24, special, patches_per_image)
+    batch = pack([[text(20, 0)], [text(30, 1)]], 24, special, elements_per_image)
     assert batch.images.shape[0] == 0
-    parts = transfusion_loss(model, diffusion, batch, generator=torch.Generator().manual_seed(0))
+    parts = loss_parts(model, diffusion, batch, generator=torch.Generator().manual_seed(0))
     assert parts.n_images == 0 and parts.diffusion == 0 and torch.isfinite(parts.total)
     assert torch.equal(parts.total, parts.lm) and parts.lm > 0
     parts.total.backward()
     assert model.tok_emb.weight.grad.abs().sum() > 0 and model.head.weight.grad.abs().sum() > 0
 
 
-def test_image_only_batch(make_model, diffusion, special, image, patches_per_image):
+def test_image_only_batch(make_model, diffusion, special, image, elements_per_image):
     """A row of patches only (no text at all): L_LM is 0 and the loss is lambda * L_DDPM."""
-    P = patches_per_image
+    P = elements_per_image
     model = make_model()
     batch = PackedBatch(
         tokens=torch.full((1, P), special.pad),
@@ -277,21 +277,21 @@ def test_image_only_batch(make_model, diffusion, special, image, patches_per_ima
         image_first=torch.tensor([True]),
     )
     batch.check()
-    parts = transfusion_loss(model, diffusion, batch, generator=torch.Generator().manual_seed(0))
+    parts = loss_parts(model, diffusion, batch, generator=torch.Generator().manual_seed(0))
     assert parts.n_text_targets == 0 and parts.lm == 0 and torch.isfinite(parts.total)
     torch.testing.assert_close(parts.total, model.cfg.lambda_diffusion * parts.diffusion, rtol=1e-6, atol=0)
     parts.total.backward()
     assert model.patch_enc.proj.weight.grad.abs().sum() > 0 and model.patch_dec.proj.weight.grad.abs().sum() > 0
     # Image-only examples packed with their BOS/BOI/EOI/EOS also work.
     packed = pack([[image(1)], [image(2)]], P + 4, special, P)
-    parts = transfusion_loss(model, diffusion, packed, generator=torch.Generator().manual_seed(0))
+    parts = loss_parts(model, diffusion, packed, generator=torch.Generator().manual_seed(0))
     assert parts.n_images == 2 and torch.isfinite(parts.total)
 
 
 @pytest.mark.parametrize("kind", ["linear", "unet"])
 def test_gradient_reaches_every_parameter(make_model, make_cfg, diffusion, two_doc_batch, kind):
     model = make_model(make_cfg(patch={"kind": kind})).train()
-    parts = transfusion_loss(model, diffusion, two_doc_batch, generator=torch.Generator().manual_seed(0))
+    parts = loss_parts(model, diffusion, two_doc_batch, generator=torch.Generator().manual_seed(0))
     parts.total.backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, f"no gradient reaches {missing}"
@@ -322,6 +322,6 @@ def test_logits_only_where_asked(make_model, two_doc_batch):
 
 def test_patch_size_mismatch_raises(make_model, diffusion, special, text, image):
     model = make_model()  # 2 x 2 patches: 16 per 8 x 8 latent
-    batch = pack([[text(3, 0), image(0)]], 32, special, patches_per_image=4)  # packed for 4 x 4
+    batch = pack([[text(3, 0), image(0)]], 32, special, elements_per_image=4)  # packed for 4 x 4
     with pytest.raises(ValueError, match="patch size"):
-        transfusion_loss(model, diffusion, batch)
+        loss_parts(model, diffusion, batch)

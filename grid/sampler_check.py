@@ -1,6 +1,6 @@
 """Before / after for the sampler fix of issue 11, on one trained Transfusion run:
 
-    python -m evals.sampler_check RUN_DIR [--images 1000] [--rms-images 256] [--out FILE.json]
+    python -m grid.sampler_check RUN_DIR [--images 1000] [--rms-images 256] [--out FILE.json]
 
 For each way of sampling, the same model, captions and seeds:
     pre-fix     the sampler as it was: eps on the trailing grid from t = 999, no clamp
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import copy
 import json
 import sys
 import time
@@ -25,8 +26,9 @@ from pathlib import Path
 import torch
 
 from evals.harness import EvalConfig, evaluate, latent_range
-from model import generate as transfusion_generate
+from grid.trained import load_trained
 from model.diffusion import Diffusion
+from model.family import Family, ImageSampling
 
 VARIANTS = ("pre-fix", "grid", "grid+clamp")
 
@@ -40,26 +42,22 @@ class PreFixDiffusion(Diffusion):
         return torch.linspace(self.T - 1, 0, steps, dtype=torch.float64).round().long()
 
 
-def _latent_rms(model, diffusion: Diffusion, data, dataset: str, cfg: EvalConfig, clip_x0: float | None,
+def _latent_rms(model, family: Family, data, dataset: str, cfg: EvalConfig, clip_x0: float | None,
                 n: int) -> float:
     """RMS of n latents sampled from held-out captions (first reference caption each)."""
     captions = [c[0] for c in data.image_set(dataset, cfg.split)["captions"][:n]]
     ids = [torch.tensor(data.tokenizer.encode(c), dtype=torch.long) for c in captions]
-    how = transfusion_generate.SamplingConfig(image_steps=cfg.sampler_steps, sampler=cfg.sampler,
-                                              cfg_scale=cfg.cfg_scale, clip_x0=clip_x0)
+    how = ImageSampling(cfg_scale=cfg.cfg_scale, sampler=cfg.sampler, steps=cfg.sampler_steps, clip_x0=clip_x0)
     gen = torch.Generator().manual_seed(cfg.seed)
     b = cfg.sample_batch_size
-    out = [transfusion_generate.text_to_image(model, diffusion, ids[s:s + b], data.tokenizer.special,
-                                              how, gen) for s in range(0, len(ids), b)]
+    out = [family.text_to_image(model, ids[s:s + b], data.tokenizer.special, how, gen) for s in range(0, len(ids), b)]
     return float(torch.cat(out).pow(2).mean().sqrt())
 
 
 def check(run_dir: str | Path, images: int = 1000, rms_images: int = 256, log=None) -> dict:
-    from grid.family import load_trained
-
     trained = load_trained(run_dir)
-    if trained.family.chameleon:
-        raise ValueError(f"{run_dir} is a Chameleon run: the sampler check is for Transfusion's diffusion")
+    if trained.family.diffusion is None:
+        raise ValueError(f"{run_dir} is a {trained.cfg.family} run: the sampler check is for a diffusion family")
     model, data, dataset = trained.model, trained.data, trained.cfg.data.dataset
     base = dataclasses.replace(trained.cfg.eval, benchmarks=("fid",), t2i_images=images, progress=False)
     real = data.encoded(dataset, base.split, "kl")
@@ -68,11 +66,12 @@ def check(run_dir: str | Path, images: int = 1000, rms_images: int = 256, log=No
                  "latent_range": latent_range(data, dataset)}
     for variant in VARIANTS:
         start = time.time()
-        diffusion = (PreFixDiffusion if variant == "pre-fix" else Diffusion)(trained.family.diffusion.cfg)
+        family = copy.copy(trained.family)  # the same model with this variant's sampler
+        family.diffusion = (PreFixDiffusion if variant == "pre-fix" else Diffusion)(trained.family.diffusion.cfg)
         clamp = out["latent_range"] if variant == "grid+clamp" else None
         cfg = dataclasses.replace(base, clip_x0=clamp or 0.0)
-        res = {k: v for k, v in evaluate(model, diffusion, data, dataset, cfg).items() if k.startswith("t2i/")}
-        res["latent_rms"] = _latent_rms(model, diffusion, data, dataset, base, clamp, rms_images)
+        res = {k: v for k, v in evaluate(model, family, data, dataset, cfg).items() if k.startswith("t2i/")}
+        res["latent_rms"] = _latent_rms(model, family, data, dataset, base, clamp, rms_images)
         res["seconds"] = round(time.time() - start, 1)
         out[variant] = res
         if log is not None:

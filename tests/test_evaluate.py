@@ -1,4 +1,4 @@
-"""`python -m evals.run RUN_DIR [key=value ...]`: evaluates a trained run into its evals.json,
+"""`python -m grid.evaluate RUN_DIR [key=value ...]`: evaluates a trained run into its evals.json,
 keeping what the trainer wrote there; bad input is a one-line error."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from evals.harness import EvalConfig
-from evals.run import apply_overrides, main
+from grid.evaluate import apply_overrides, main
 from grid.config import load_config
 from grid.train import train
 

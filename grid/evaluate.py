@@ -1,10 +1,12 @@
 """Evaluate a trained run and merge the results into its evals.json:
 
-    python -m evals.run RUN_DIR [--checkpoint-dir DIR] [--device cpu|cuda|auto] [key=value ...]
+    python -m grid.evaluate RUN_DIR [--checkpoint-dir DIR] [--device cpu|cuda|auto] [key=value ...]
 
-key=value set EvalConfig fields (evals/harness.py), e.g. `t2i_images=30000 sampler_steps=250
-cfg_scale=3 benchmarks=text,fid lm_eval_tasks=hellaswag,piqa cond_timesteps=100,500`; tuples
-are comma-separated.
+key=value set EvalConfig fields (evals/harness.py) through the run config's mechanism
+(grid/merge.py), e.g. `t2i_images=30000 sampler_steps=250 cfg_scale=3 benchmarks=text,fid
+lm_eval_tasks=hellaswag,piqa cond_timesteps=100,500`; tuples are comma-separated. A grid/
+command, not an evals/ one, because it reads a run directory and its checkpoints: evals/ knows
+metrics, not launchers.
 text_context defaults to the run's seq_len. The run's model is loaded from its latest complete
 checkpoint (the directory status.json records, unless --checkpoint-dir is given). Existing keys
 of evals.json (the trainer's held-out losses, accounting) are kept; benchmark keys are
@@ -17,47 +19,19 @@ import argparse
 import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 
 import torch
 
 from data.atomic import write_text_atomic
 from evals.harness import EvalConfig, evaluate
-
-
-def _parse(value: str, tp, key: str):
-    """A command-line string as the field's type: bool, int, float, str, or a tuple of one of
-    those (comma-separated, e.g. cond_timesteps=100,500)."""
-    if typing.get_origin(tp) is tuple:
-        inner = typing.get_args(tp)[0]
-        return tuple(_parse(v.strip(), inner, key) for v in value.split(",") if v.strip())
-    if tp is bool:
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"{key}: expected true or false, got {value!r}")
-        return value.lower() in ("true", "1")
-    try:
-        return tp(value)
-    except ValueError:
-        raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+from grid.merge import apply_dotlist
 
 
 def apply_overrides(cfg: EvalConfig, overrides: list[str]) -> EvalConfig:
-    """cfg with `key=value` strings applied; ValueError (one line) for a malformed item, an
+    """cfg with `key=value` strings applied; ConfigError (one line) for a malformed item, an
     unknown key or a bad value."""
-    hints = typing.get_type_hints(EvalConfig)
-    changes = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value")
-        if key not in hints:
-            raise ValueError(f"unknown eval key {key!r}; valid keys: {', '.join(hints)}")
-        changes[key] = _parse(value.strip(), hints[key], key)
-    cfg = dataclasses.replace(cfg, **changes)
-    cfg.validate()
-    return cfg
+    return apply_dotlist(cfg, overrides, what="eval")
 
 
 def merge_evals(run_dir: Path, results: dict) -> dict:
@@ -80,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Overrides first: a typo fails before minutes of loading.
         overrides = apply_overrides(EvalConfig(), args.overrides)
-        from grid.family import load_trained  # the one entry point that reads a run directory
+        from grid.trained import load_trained  # the one entry point that reads a run directory
 
         trained = load_trained(args.run_dir, args.checkpoint_dir, device)
         explicit = {item.partition("=")[0].strip() for item in args.overrides}
         cfg = overrides if "text_context" in explicit else \
             dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
-        results = evaluate(trained.model, trained.family.diffusion, trained.data, trained.cfg.data.dataset, cfg)
+        results = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset, cfg)
         results["meta/eval_step"] = trained.step
         merge_evals(args.run_dir, results)
     except (ValueError, FileNotFoundError, ImportError) as exc:

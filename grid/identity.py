@@ -1,0 +1,53 @@
+"""Run identity (STYLE 7): a run's id comes from its resolved config's content.
+
+    run_id(cfg)   # 'transfusion-cpu-2.7M-D2M-3f9c0a1b2d'
+
+The id hashes the canonical JSON of the resolved config minus what does not change results:
+data.data_dir (a location; the data's content is named by data.dataset and prepared by
+data/prepare.py), eval_every and checkpoint_every (the trainer must evaluate with its own
+generators and resume exactly, STYLE 8), eval (benchmark settings: `python -m grid.evaluate`
+re-scores a finished run with others), device, compile and parallel (the same numbers up to
+float reassociation), and the model knobs that only another family reads (model/spec.py's
+`own_knobs`: for Chameleon image_attention, patch_*, unet_channels, lambda_diffusion,
+noise_limit, prediction). precision stays in: bf16 changes results. Adding a field to
+RunConfig changes every id; keep that in mind for committed results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from grid.config import RunConfig, from_dict, resolved
+from grid.family import foreign_knobs
+from grid.merge import to_dict
+
+NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval")
+
+
+def _short(n: int) -> str:
+    for unit, suffix in ((10**12, "T"), (10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= unit:
+            return f"{n / unit:.3g}{suffix}"
+    return str(n)
+
+
+def id_fields(cfg: RunConfig) -> dict:
+    """The resolved config as hashed: NOT_IN_ID and the family's foreign knobs removed."""
+    d = to_dict(resolved(from_dict(to_dict(cfg))))  # from_dict normalises types (lr=1 -> 1.0)
+    for key in NOT_IN_ID:
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        del node[leaf]
+    for key in foreign_knobs(cfg.family):
+        del d["model"][key]
+    return d
+
+
+def run_id(cfg: RunConfig) -> str:
+    """'<family>-<size>-D<D>-<10 hex of sha256 of the canonical JSON of id_fields>'."""
+    canonical = json.dumps(id_fields(cfg), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:10]
+    return f"{cfg.family}-{cfg.size}-D{_short(cfg.D)}-{digest}"
