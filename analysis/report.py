@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from grid.ablations import PAPER_TABLE
 from grid.family import FAMILIES  # the names only: grid/family.py imports no torch
 
 from analysis import plots
@@ -35,7 +36,7 @@ from analysis.collect import collect, metric_columns, read_curve
 from analysis.fit import FitError, budget_ids, fit_chinchilla, fit_isoflop, fit_power, fit_trendline
 from analysis.metrics import direction, order_metrics
 from analysis.parity import parity
-from analysis.tables import ABLATION_KNOBS, PAPER_TABLE, ablation_table, main_metrics, table3, to_latex, to_markdown
+from analysis.tables import ABLATION_KNOBS, ablation_table, main_metrics, table3, to_latex, to_markdown
 
 FLOORS_NOTE = ("Each cell shows a metric's value, its 95% interval in brackets where the run recorded one, and in "
                "parentheses its references at the same sample size and feature network: floor_real is what real "

@@ -21,7 +21,7 @@ import re
 
 import pandas as pd
 
-from grid.ablations import ABLATION_KNOBS, PAPER_TABLE  # torch-free: the sweeps' design as data
+from grid.ablations import ABLATION_KNOBS  # torch-free: the sweeps' design as data
 
 from analysis.metrics import arrow, order_metrics
 

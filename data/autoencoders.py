@@ -25,14 +25,13 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
+from data.atomic import write_dir_atomic
 from data.records import to_uint8, to_unit_range
 
 KINDS = ("kl", "vq")
@@ -237,8 +236,7 @@ class ImageAutoencoder:
         `directory`, atomically (a sibling temp dir renamed into place)."""
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        def write(tmp: Path) -> None:
             if self.kind == "kl":  # so the folder is also a correct plain diffusers checkpoint
                 self.model.register_to_config(scaling_factor=self.scale,
                                               shift_factor=self.shift if self.shift else None)
@@ -246,12 +244,8 @@ class ImageAutoencoder:
             meta = {"kind": self.kind, "image_size": self.image_size, "scale": self.scale, "shift": self.shift,
                     "config": asdict(self.config) if self.config is not None else None}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        write_dir_atomic(directory, write)
         return directory
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from data.atomic import open_atomic, write_text_atomic
 from data import pydocs
 
 # --------------------------------------------------------------------------- embedded corpora
@@ -307,36 +308,25 @@ def write_corpus_text(data_dir: str | Path, corpora=DEFAULT_CORPORA, heldout_fra
             continue
         (root / name).mkdir(parents=True, exist_ok=True)
         final = {s: root / name / f"{s}.jsonl" for s in SPLITS}
-        tmp = {s: p.with_name(f"{p.name}.tmp{os.getpid()}") for s, p in final.items()}
         counts = {s: {"docs": 0, "chars": 0, "bytes": 0} for s in SPLITS}
-        try:
-            with open(tmp["train"], "w", encoding="utf-8") as train, \
-                    open(tmp["heldout"], "w", encoding="utf-8") as held:
-                out = {"train": train, "heldout": held}
-                for doc in spec.documents():
-                    s = split_of(doc, heldout_frac, salt)
-                    out[s].write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
-                    c = counts[s]
-                    c["docs"] += 1
-                    c["chars"] += len(doc)
-                    c["bytes"] += len(doc.encode("utf-8"))
-        except BaseException:
-            for t in tmp.values():
-                t.unlink(missing_ok=True)
-            raise
-        if counts["train"]["docs"] == 0 or counts["heldout"]["docs"] == 0:
-            raise ValueError(f"text corpus {name!r}: a split is empty ({counts}); check heldout_frac={heldout_frac}")
-        for s in SPLITS:
-            os.replace(tmp[s], final[s])
+        with open_atomic(final["train"]) as train, open_atomic(final["heldout"]) as held:
+            out = {"train": train, "heldout": held}
+            for doc in spec.documents():
+                s = split_of(doc, heldout_frac, salt)
+                out[s].write(json.dumps({"text": doc}, ensure_ascii=False) + "\n")
+                c = counts[s]
+                c["docs"] += 1
+                c["chars"] += len(doc)
+                c["bytes"] += len(doc.encode("utf-8"))
+            if counts["train"]["docs"] == 0 or counts["heldout"]["docs"] == 0:  # inside: neither file is kept
+                raise ValueError(f"text corpus {name!r}: a split is empty ({counts}); check heldout_frac={heldout_frac}")
         stats[name] = {**counts, "debian_package": spec.debian_package}
         if spec.source:  # fallback text depends on the Python version: recorded, not checked
             stats[name]["source"] = spec.source
         say(f"text: {name}: train {counts['train']['docs']} docs ({counts['train']['bytes'] / 1e6:.1f} MB), "
             f"held-out {counts['heldout']['docs']} docs -> {root / name}")
     manifest = {**params, "stats": stats, "skipped": skipped, "roles": roles_for(corpora)}
-    tmp_manifest = manifest_path.with_name(f"manifest.json.tmp{os.getpid()}")
-    tmp_manifest.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp_manifest, manifest_path)
+    write_text_atomic(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -12,7 +12,6 @@ A user may instead load an existing tokenizer.json: its specials are looked up b
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +20,7 @@ import torch
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from data.atomic import write_text_atomic
 from model.batch import SpecialTokens
 
 SPECIAL_ORDER = ("pad", "bos", "eos", "boi", "eoi")  # ids 0..4 in a trained tokenizer
@@ -119,11 +119,7 @@ class Tokenizer:
 
     def save(self, path: str | Path) -> None:
         """Write tokenizer.json atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        tmp.write_text(self._hf.to_str(pretty=True), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(Path(path), self._hf.to_str(pretty=True))
 
     # ---- using
 

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.rope import rope_angles
 
 
 def next_token_logprobs(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
@@ -35,12 +34,9 @@ def next_token_logprobs(model: nn.Module, inputs: torch.Tensor, targets: torch.T
     greedy [B, L] bool: the target is the argmax); both are meaningless where not valid.
     """
     b, length = inputs.shape
-    doc = torch.where(valid, 0, -1)  # padding is its own "document": nothing real sees it
+    doc = torch.where(valid, 0, -1)  # padding is an invalid slot: nothing real sees it
     pos = torch.arange(length, device=inputs.device).expand(b, length)
-    bb = model.cfg.backbone
-    cos, sin = rope_angles(pos, bb.head_dim, bb.rope_theta)
-    mask = model.attention_mask(doc, torch.full_like(doc, -1))
-    h = model.backbone(model.tok_emb(inputs.clamp(min=0)), cos, sin, mask)
+    h = model.decode(model.tok_emb(inputs.clamp(min=0)), pos, doc, torch.full_like(doc, -1))  # model/token_model.py
     logits = model.head(h).float()
     logp = F.log_softmax(logits, dim=-1)
     tgt = targets.clamp(min=0)

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.atomic import write_dir_atomic
 STATE_FILE, META_FILE = "state.pt", "meta.json"
 _FINAL = re.compile(r"^step_(\d{8})$")
 _TEMP = re.compile(r"^\.tmp-(?:old-)?step_\d{8}-(?P<host>.+)-(?P<pid>\d+)$")
@@ -97,31 +98,25 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._clean_temps(writer=True)
         final = self.path(step)
-        tmp = self.directory / f".tmp-{final.name}-{self._host}-{self._pid}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        state_path = tmp / STATE_FILE
-        with open(state_path, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # meta.json last: its presence with a matching checksum is what marks the state complete.
-        meta = {"step": step, "file": STATE_FILE, "bytes": state_path.stat().st_size,
-                "sha256": _sha256(state_path), "saved_at": time.time()}
-        with open(tmp / META_FILE, "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        old = None
-        if final.exists():  # a directory cannot be renamed over a non-empty one: move it aside first
-            old = self.directory / f".tmp-old-{final.name}-{self._host}-{self._pid}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        _fsync_dir(self.directory)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+        def write(tmp: Path) -> None:
+            state_path = tmp / STATE_FILE
+            with open(state_path, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            # meta.json last: its presence with a matching checksum is what marks the state complete.
+            meta = {"step": step, "file": STATE_FILE, "bytes": state_path.stat().st_size,
+                    "sha256": _sha256(state_path), "saved_at": time.time()}
+            with open(tmp / META_FILE, "w") as f:
+                json.dump(meta, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+
+        tag = f"{final.name}-{self._host}-{self._pid}"  # _TEMP's names: a later writer cleans them up
+        write_dir_atomic(final, write, tmp=self.directory / f".tmp-{tag}", aside=self.directory / f".tmp-old-{tag}",
+                         sync=_fsync_dir)
         self._prune(just_saved=step)
         return final
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from model.batch import Image, Text
-from model.generate import SamplingConfig, caption, generate, sample_token, text_to_image
+from model.engine import sample_token
+from model.generate import SamplingConfig, caption, generate, text_to_image
 
 
 def _force_boi(model, special, donor: int = 9) -> None:
@@ -118,7 +119,7 @@ def test_decoding_logits_equal_the_training_forward(make_model, diffusion, speci
     training path: its own positions, mask and patch embedding, the image clean at t = 0): the
     logits each token was sampled from equal the forward's logits at the previous element.
     Checks decoding semantics (positions, image commit, masks), not only cache consistency."""
-    import model.generate as generate_module
+    import model.engine as generate_module
     from model.batch import IMAGE, PackedBatch, layout
 
     seen = []
@@ -155,7 +156,7 @@ def test_denoiser_during_decoding_equals_the_training_forward(make_model, diffus
     for that caption + noisy image packed in a row, at every timestep: positions, masks,
     timestep and patch embedding agree between generation and training."""
     from data.sequences import pack
-    from model.generate import _Decoder
+    from model.generate import _engine
 
     model = make_model(seed=3)
     captions = [text(5, 1), text(3, 2)]
@@ -167,7 +168,8 @@ def test_denoiser_during_decoding_equals_the_training_forward(make_model, diffus
         batch = pack([[c, Image(x)] for c, x in zip(captions, x0)], 48, special, model.cfg.patch.elements_per_image)
         with torch.no_grad():
             _, trained = model(batch, x_t, t, batch.lm_targets()[0])
-            dec = _Decoder(model, diffusion, special, SamplingConfig(), None, use_cache=True)
-            dec.prefill([[Text(torch.cat([c.ids, torch.tensor([special.boi])]))] for c in captions])
-            decoded = dec._image_pass(dec.ctx, torch.ones(2, dtype=torch.bool), dec.pos, x_t, t, commit=False)
+            eng = _engine(model, diffusion, special, SamplingConfig(), None, use_cache=True)
+            eng.prefill([[Text(torch.cat([c.ids, torch.tensor([special.boi])]))] for c in captions])
+            decoded = eng.hook._pass(eng.ctx, torch.ones(2, dtype=torch.bool), eng.pos, eng.next_image_id, x_t, t,
+                                     commit=False)
         torch.testing.assert_close(decoded, trained.reshape(decoded.shape), rtol=1e-4, atol=1e-5)
