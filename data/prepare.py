@@ -204,7 +204,7 @@ def _tokenize(tok: Tokenizer, docs, chunk: int = 2048) -> tuple[torch.Tensor, to
 def _render(dataset: str, cfg: PrepareConfig) -> dict:
     """split -> {images uint8 [N,3,H,W], captions [[str]], meta [dict]}."""
     if dataset == "shapes":
-        from data.shapes import ShapesConfig, ShapesWorld
+        from data.shapes_world import ShapesConfig, ShapesWorld
 
         world = ShapesWorld(ShapesConfig(seed=cfg.seed, image_size=cfg.image_size,
                                          n_val=cfg.eval_images, n_test=cfg.eval_images))

@@ -6,7 +6,7 @@ with the cubic polynomial kernel k(x, y) = (x.y / d + 1)^3. KID has no bias at s
 is why it sits beside FID: FID's finite-sample bias (it grows as the sample shrinks) means two
 FIDs are comparable only at one sample size, and the reference floors (evals/floors.py) are
 computed at that size. Both equal torchmetrics' values on the full sets (FrechetInceptionDistance,
-and KernelInceptionDistance with one subset of all samples; tests/test_evals_metrics.py).
+and KernelInceptionDistance with one subset of all samples; tests/integration/test_evals_metrics.py).
 
 Every resample is a count vector c (evals/intervals.py), so
 - FID: weighted mean C X / m and covariance from C @ (x x^T) (one product over all resamples);

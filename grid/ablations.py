@@ -1,5 +1,5 @@
 """The ablation sweeps' design, as data: which config keys each varies (everything else is held
-fixed; tests/test_sweeps.py checks the registered sweeps against it) and the paper table it
+fixed; tests/unit/test_sweeps.py checks the registered sweeps against it) and the paper table it
 reproduces. Torch-free, so analysis/ reads it without importing the launcher's stack."""
 
 ABLATION_KNOBS: dict[str, tuple[str, ...]] = {

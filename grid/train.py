@@ -48,8 +48,8 @@ from grid.distributed import Dist, full_state, load_full_state, unwrap
 from grid.family import family_for
 from grid.identity import run_id
 from grid.runs import RunLock, RunLocked, slurm_job_id, write_run_config
-from model.family import Family, combine
 from model.batch import PackedBatch
+from model.family import Family, combine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO_ROOT / "results"

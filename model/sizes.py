@@ -7,7 +7,7 @@ doing so never edits this table.
 
 Paper sizes (Transfusion sec 4.1, layers/dim/heads), SwiGLU hidden = 8/3*dim rounded up to a
 multiple of 256 as in Llama. The labels are totals *including* an untied 32k-vocabulary
-token embedding and output head (checked by tests/test_accounting.py, within 10%):
+token embedding and output head (checked by tests/unit/test_accounting.py, within 10%):
 
     label   L/dim/heads   hidden   N non-emb        + 2*32000*dim     label / total
     0.16B   16/768/12     2048     113,271,552      162,423,552       0.99

@@ -17,7 +17,7 @@ from analysis.metrics import direction
 from analysis.report import build
 from analysis.tables import ABLATION_KNOBS, ablation_table, to_latex
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"cpu-0.11M": 106_816, "cpu-0.33M": 332_448, "cpu-0.8M": 803_968}
 
 

@@ -16,8 +16,9 @@ import torch
 from scipy import ndimage
 
 from data.checker import check, detect, score
-from data.shapes import (CATEGORIES, KIND_AREA, KIND_CENTROID_DY, KINDS, PALETTE, Caption, Count, Relation,
-                         ShapesConfig, ShapesWorld, Spec, coverage, describe, evaluate, placed)
+from data.shapes import (CATEGORIES, KIND_AREA, KIND_CENTROID_DY, KINDS, PALETTE, Caption, Count, Relation, Spec,
+                         coverage, describe, evaluate, placed)
+from data.shapes_world import ShapesConfig, ShapesWorld
 
 N_CHECK = 500  # val scenes rendered for the accuracy tests
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FOLDERS = ("model", "baselines", "data", "evals", "grid", "analysis", "bench")
 # What each folder may import of the suite, besides itself.
 ALLOWED = {

@@ -1,7 +1,7 @@
 """The fallback corpora built from the Python standard library (data/pydocs.py), and prepare's
 automatic choice between them and the Debian corpora (data/corpora.py: choose_corpora).
 
-They need nothing but Python, so unlike tests/test_corpora.py nothing here is skipped.
+They need nothing but Python, so unlike tests/unit/test_corpora.py nothing here is skipped.
 """
 
 from __future__ import annotations

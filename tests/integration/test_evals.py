@@ -1,6 +1,6 @@
 """The evaluation harness: each metric against a known answer, and `evaluate` on both families.
 
-FID of a set against itself is ~0 and grows with noise (more in tests/test_evals_metrics.py); CIDEr of references against themselves
+FID of a set against itself is ~0 and grows with noise (more in tests/integration/test_evals_metrics.py); CIDEr of references against themselves
 is high and of shuffled captions low; a briefly trained model's perplexity beats the unigram
 perplexity of the same text and it ranks real continuations above reversed ones through
 lm_eval; the shapes checker passes ground-truth images and fails noise. All on the tiny

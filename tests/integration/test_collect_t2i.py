@@ -36,7 +36,7 @@ def test_t2i_metrics_of_old_runs_are_withheld_and_named(tmp_path):
 
 def test_every_committed_run_with_image_metrics_is_withheld_or_current():
     # results/ as committed: no t2i value from the old sampler may enter a table
-    root = Path(__file__).parent.parent / "results"
+    root = Path(__file__).resolve().parents[2] / "results"
     table, _ = collect([root], warn=None)
     for name in table.attrs["withheld"]:
         evals = json.loads((root / name / "evals.json").read_text())

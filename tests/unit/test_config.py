@@ -21,7 +21,7 @@ from model.accounting import count_params
 from model.sizes import get_size
 from model.transfusion import TransfusionConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_precedence_defaults_yaml_overrides(tmp_path):

@@ -14,7 +14,7 @@ from grid.launch import main as launch
 from grid.runs import RunLock, RunLocked
 from grid.status import main as status
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SWEEP = "ablation-noise-limit"  # two runs
 
 

@@ -4,7 +4,7 @@ Wilson intervals, captions scored by what they say, and the conditioning diagnos
 FID/KID match torchmetrics on the full sets; a set against itself scores ~0 and noise raises
 both; intervals contain the estimate and shrink as n grows; floors are written once and read
 back; true captions score ~1 and shuffled ones far less; the caption NLL does not depend on how
-the examples are packed into rows. The harness-level checks are in tests/test_evals.py.
+the examples are packed into rows. The harness-level checks are in tests/integration/test_evals.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def data(prepared) -> EmbeddedData:
 
 @pytest.fixture(scope="module")
 def fid_net(data):
-    """As tests/test_evals.py trains it (whichever module runs first writes the file)."""
+    """As tests/integration/test_evals.py trains it (whichever module runs first writes the file)."""
     return fid_mod.feature_network(data, "shapes", fid_mod.FeatureNetConfig(steps=40, batch=32))
 
 

@@ -55,7 +55,8 @@ from baselines.generate import ChameleonSamplingConfig
 from baselines.generate import text_to_image as chameleon_text_to_image
 from data.records import to_unit_range
 from data.sequences import pack
-from data.shapes import PALETTE, ShapesConfig, ShapesWorld, describe
+from data.shapes import PALETTE, describe
+from data.shapes_world import ShapesConfig, ShapesWorld
 from model.backbone import BackboneConfig
 from model.batch import Image, SpecialTokens, Text, layout
 from model.diffusion import Diffusion, DiffusionConfig

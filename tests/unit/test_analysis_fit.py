@@ -14,8 +14,8 @@ import pytest
 from analysis.fit import fit_chinchilla, fit_isoflop, fit_power, fit_trendline, main, trend_compute, trend_value
 from analysis.optim import FitError, grid_losses, objective
 
-DATA = Path(__file__).parent / "data" / "scaling"
-ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).resolve().parents[1] / "data" / "scaling"
+ROOT = Path(__file__).resolve().parents[2]
 TRUE = {"E": 1.7, "A": 400.0, "B": 410.0, "alpha": 0.34, "beta": 0.28}  # Hoffmann et al. 2022
 
 

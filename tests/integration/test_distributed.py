@@ -18,7 +18,7 @@ from grid.distributed import Dist
 from model.family import combine
 from grid.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -16,7 +16,7 @@ from grid.checkpoint import CheckpointManager
 from grid.config import load_config
 from grid.train import train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _overrides(data_dir, family="transfusion", benchmarks="[text]"):
@@ -93,3 +93,33 @@ def test_cli_errors_are_one_line(tmp_path):
                           (["optim.lrr=1"], "unknown config key")):
         out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_run_directory_is_the_message(prepared, tmp_path):
+    """The launcher writes config.yaml once; the worker trains what that file says. Its eval
+    settings (not part of the id) come from the file, so the file, not a rebuilt sweep, is
+    what the worker read; a hand-edited id field is refused in one line."""
+    import yaml
+
+    from grid.identity import run_id
+    from grid.runs import write_run_config
+
+    root, _ = prepared
+    cfg = load_config(None, _overrides(root, benchmarks="[text]"))
+    run_dir = tmp_path / "r" / "sweep" / run_id(cfg)
+    path = write_run_config(run_dir, cfg)
+    text = yaml.safe_load(path.read_text())
+    text["eval"]["text_tokens"] = 100  # a benchmark setting: the id stays the same
+    path.write_text(yaml.safe_dump(text))
+    assert write_run_config(run_dir, cfg).read_text() == yaml.safe_dump(text)  # written once, never again
+    out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), str(run_dir),
+                          "--checkpoint-dir", str(tmp_path / "c")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    evals = json.loads((run_dir / "evals.json").read_text())
+    assert json.loads(evals["meta/eval_config"])["text_tokens"] == 100
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "done"
+
+    edited = tmp_path / "r" / "sweep" / "x"
+    write_run_config(edited, cfg)
+    out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), str(edited)], capture_output=True, text=True)
+    assert out.returncode == 2 and "edited by hand" in out.stderr and len(out.stderr.strip().splitlines()) == 1
