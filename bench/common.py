@@ -17,6 +17,7 @@ import torch
 
 from data.sequences import Packer
 from model.batch import Image, PackedBatch, SpecialTokens, Text
+from model.family import Family
 from model.patches import PatchConfig
 from model.sizes import get_size
 from model.transfusion import TransfusionConfig
@@ -36,6 +37,7 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--latent-size", type=int, default=16)
     ap.add_argument("--patch-size", type=int, default=2)
     ap.add_argument("--patch", choices=("linear", "unet"), default="linear")
+    ap.add_argument("--codebook", type=int, default=512, help="VQ codebook (Chameleon)")
     ap.add_argument("--seed", type=int, default=0)
 
 
@@ -74,13 +76,37 @@ def build_config(size: str, args: argparse.Namespace) -> TransfusionConfig:
     return TransfusionConfig(backbone=get_size(size), patch=patch, vocab_size=args.vocab)
 
 
+def build_family(name: str, size: str, args: argparse.Namespace) -> Family:
+    """A family (grid/family.py) bound to a model of a named size with the family's own recipe
+    (Chameleon: QK-norm, z-loss) and the flags' image shape: a latent (C, S, S) cut into P x P
+    patches for Transfusion, a code grid of S / P per side for Chameleon, so both spend the
+    same elements on an image."""
+    from grid.config import ModelKnobs, RunConfig, build_model_config
+    from grid.family import get_family
+
+    spec = get_family(name)
+    run = RunConfig(family=name, size=size, model=ModelKnobs(patch_kind=args.patch, patch_size=args.patch_size))
+    side = args.latent_size // args.patch_size
+    shape = (args.latent_channels, args.latent_size, args.latent_size) if spec.image_kind == "kl" else (side, side)
+    return spec(build_model_config(run, args.vocab, shape, lambda: args.codebook))
+
+
+def random_image(family: Family, g: torch.Generator) -> Image:
+    """An image in the family's representation: a Gaussian latent, or uniform VQ codes."""
+    cfg = family.cfg
+    if family.image_kind == "vq":
+        return Image(torch.randint(0, cfg.codebook_size, (cfg.code_grid, cfg.code_grid), generator=g))
+    p = cfg.patch
+    return Image(torch.randn(p.latent_channels, p.latent_size, p.latent_size, generator=g))
+
+
 def random_text(g: torch.Generator, vocab: int, lo: int, hi: int) -> Text:
     """Text of a length uniform in [lo, hi] with ordinary (non-special) ids."""
     n = int(torch.randint(lo, hi + 1, (1,), generator=g))
     return Text(torch.randint(FIRST_ID, vocab, (n,), generator=g))
 
 
-def make_batch(cfg: TransfusionConfig, seq_len: int, rows: int, seed: int, images: bool = True) -> PackedBatch:
+def make_batch(family: Family, seq_len: int, rows: int, seed: int, images: bool = True) -> PackedBatch:
     """`rows` packed rows of seq_len elements (CPU tensors).
 
     images=True: text documents (16 .. 2*seq_len tokens; long ones split across rows) and
@@ -89,18 +115,18 @@ def make_batch(cfg: TransfusionConfig, seq_len: int, rows: int, seed: int, image
     text-only LM baseline.
     """
     g = torch.Generator().manual_seed(seed)
-    p = cfg.patch
-    packer = Packer(seq_len, SPECIAL, p.elements_per_image)
+    n, vocab = family.elements_per_image, getattr(family.cfg, "text_vocab_size", family.cfg.vocab_size)
+    packer = Packer(seq_len, SPECIAL, n)
     text_elems = image_elems = 0
     while packer.ready() < rows:
         if images and image_elems <= text_elems:
-            caption = random_text(g, cfg.vocab_size, 8, 48)
-            image = Image(torch.randn(p.latent_channels, p.latent_size, p.latent_size, generator=g))
+            caption = random_text(g, vocab, 8, 48)
+            image = random_image(family, g)
             first = float(torch.rand((), generator=g)) < CAPTION_FIRST
             packer.add([caption, image] if first else [image, caption])
-            image_elems += caption.ids.numel() + p.elements_per_image + 4  # BOS, BOI, EOI, EOS
+            image_elems += caption.ids.numel() + n + 4  # BOS, BOI, EOI, EOS
         else:
-            doc = random_text(g, cfg.vocab_size, 16, 2 * seq_len)
+            doc = random_text(g, vocab, 16, 2 * seq_len)
             packer.add([doc])
             text_elems += doc.ids.numel() + 2
     return packer.pop(rows)

@@ -1,11 +1,12 @@
-"""Training throughput and MFU of Transfusion, per model size, against a text-only baseline.
+"""Training throughput and MFU of each family, per model size, against a text-only baseline.
 
-    python -m bench.train [--sizes cpu-0.11M,cpu-0.33M,cpu-0.8M] [--seq-len 256] [--batch 8]
-        [--steps 10] [--warmup 2] [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
-        [--patch linear|unet] [--vocab 2048] [--latent-channels 8] [--latent-size 16]
+    python -m bench.train [--families transfusion,chameleon] [--sizes cpu-0.11M,cpu-0.33M,cpu-0.8M]
+        [--seq-len 256] [--batch 8] [--steps 10] [--warmup 2] [--threads T] [--device cpu|cuda]
+        [--dtype fp32|bf16] [--compile] [--patch linear|unet] [--vocab 2048] [--latent-channels 8]
+        [--latent-size 16] [--codebook 512]
 
-For each size, one full training step (the family's loss terms forward + backward, gradient
-clipping, AdamW) is timed on a fixed packed batch of text documents and caption/image pairs,
+For each family and size, one full training step (the family's loss terms forward + backward,
+gradient clipping, the trainer's AdamW) is timed on a fixed packed batch of text documents and caption/image pairs,
 1:1 by elements (bench/common.make_batch); then the same model on a text-only batch of the
 same shape (the plain LM baseline). One JSON object per size:
 
@@ -38,19 +39,18 @@ from contextlib import nullcontext
 
 import torch
 
-from bench.common import (DTYPES, add_common_args, build_config, make_batch, median, resolve_device,
-                          time_calls, to_json_floats)
-from bench.peak import measure_matmul_peak
-from model.accounting import flops_per_element, param_counts
+from bench.common import (DTYPES, add_common_args, build_family, make_batch, median, resolve_device, time_calls,
+                          to_json_floats)
+from grid.machine import measure_matmul_peak
+from grid.train import optimizer_for
+from model.accounting import flops_per_element
 from model.batch import PackedBatch
-from model.family import combine
-from model.spec import TransfusionFamily
-from model.transfusion import Transfusion
+from model.family import Family, combine
 
 DEFAULT_SIZES = "cpu-0.11M,cpu-0.33M,cpu-0.8M"
 
 
-def _step_fn(model, fwd, family: TransfusionFamily, opt, batch: PackedBatch, device: torch.device,
+def _step_fn(model, fwd, family: Family, opt, batch: PackedBatch, device: torch.device,
              dtype: torch.dtype):
     """A closure running one training step on `batch` (already on device)."""
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
@@ -75,10 +75,10 @@ def _throughput(step, batch: PackedBatch, args, device, flops: dict, peak: float
             "mfu_six_n": flops["six_n"] * rate / peak, "mfu_with_attention": flops["with_attention"] * rate / peak}
 
 
-def _overheads(model: Transfusion, cfg, args, device) -> dict:
+def _overheads(model, family: Family, args, device) -> dict:
     """Seconds to pack one batch (CPU) and to build its attention mask on the device."""
     start = time.perf_counter()
-    batch = make_batch(cfg, args.seq_len, args.batch, args.seed + 1).to(device)
+    batch = make_batch(family, args.seq_len, args.batch, args.seed + 1).to(device)
     pack_s = time.perf_counter() - start
 
     def mask() -> None:
@@ -87,31 +87,32 @@ def _overheads(model: Transfusion, cfg, args, device) -> dict:
     return {"pack_s": pack_s, "mask_s": median(time_calls(mask, 5, 1, device))}
 
 
-def bench_size(size: str, args, device: torch.device, dtype: torch.dtype, peak: float) -> dict:
+def bench_size(name: str, size: str, args, device: torch.device, dtype: torch.dtype, peak: float) -> dict:
     torch.manual_seed(args.seed)
-    cfg = build_config(size, args)
-    model = Transfusion(cfg).to(device).train()
-    family = TransfusionFamily(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    family = build_family(name, size, args)
+    model = family.build().to(device).train()
+    opt = optimizer_for(model, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
     fwd = torch.compile(model) if args.compile else model
-    flops = flops_per_element(cfg, args.seq_len)
-    out = {"size": size, "N": param_counts(cfg), "params_actual": sum(p.numel() for p in model.parameters()),
-           "flops_per_element": flops}
-    mixed = make_batch(cfg, args.seq_len, args.batch, args.seed).to(device)
-    text = make_batch(cfg, args.seq_len, args.batch, args.seed, images=False).to(device)
+    flops = flops_per_element(family.cfg, args.seq_len)
+    out = {"family": name, "size": size, "N": family.param_counts(),
+           "params_actual": sum(p.numel() for p in model.parameters()), "flops_per_element": flops}
+    mixed = make_batch(family, args.seq_len, args.batch, args.seed).to(device)
+    text = make_batch(family, args.seq_len, args.batch, args.seed, images=False).to(device)
     out.update(_throughput(_step_fn(model, fwd, family, opt, mixed, device, dtype), mixed, args, device, flops,
                            peak))
     base = _throughput(_step_fn(model, fwd, family, opt, text, device, dtype), text, args, device, flops, peak)
     out["text_only"] = base
     out["speed_vs_text_only"] = out["elements_per_s"] / base["elements_per_s"]
-    ov = _overheads(model, cfg, args, device)
+    ov = _overheads(model, family, args, device)
     out.update(ov, pack_fraction=ov["pack_s"] / out["step_s"], mask_fraction=ov["mask_s"] / out["step_s"])
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--families", default="transfusion,chameleon", help="comma-separated family names")
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated names from model/sizes.py")
+    ap.add_argument("--threads", type=int, default=0, help="intra-op CPU threads (0: torch's default)")
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per batch kind")
@@ -121,12 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(ap)
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     peak = measure_matmul_peak(device, dtype, seconds=args.peak_seconds)
     run = {"device": str(device), "dtype": args.dtype, "compile": args.compile, "patch": args.patch,
-           "seq_len": args.seq_len, "batch": args.batch, "steps": args.steps, "peak_flops": peak}
+           "seq_len": args.seq_len, "batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(),
+           "peak_flops": peak}
     for size in args.sizes.split(","):
-        print(json.dumps(to_json_floats({**bench_size(size.strip(), args, device, dtype, peak), **run})),
-              flush=True)
+        for name in args.families.split(","):
+            res = bench_size(name.strip(), size.strip(), args, device, dtype, peak)
+            print(json.dumps(to_json_floats({**res, **run})), flush=True)
     return 0
 
 

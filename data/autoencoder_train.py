@@ -22,11 +22,13 @@ images, so Transfusion's diffusion sees about unit-variance latents (LDM's scali
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from data.autoencoders import AutoencoderConfig, ImageAutoencoder, build_diffusers_model, nearest_codes, psnr
 from data.records import to_uint8, to_unit_range
@@ -137,7 +139,7 @@ def _latent_scale(ae: ImageAutoencoder, images: torch.Tensor) -> float:
 def train_autoencoder(cfg: AutoencoderConfig, images: torch.Tensor | Iterable[torch.Tensor], steps: int,
                       batch: int = 16, lr: float = 2e-3, seed: int = 0,
                       log: Callable[[dict], None] | None = None, log_every: int = 100,
-                      device: str | torch.device = "cpu") -> ImageAutoencoder:
+                      device: str | torch.device = "cpu", progress: str | None = None) -> ImageAutoencoder:
     """Train an autoencoder of `cfg.kind` from scratch; deterministic given `seed` (and device).
 
     Args:
@@ -146,6 +148,7 @@ def train_autoencoder(cfg: AutoencoderConfig, images: torch.Tensor | Iterable[to
         steps, batch, lr: optimisation length, images per step, peak AdamW learning rate.
         log: called every `log_every` steps and at the end with a dict (step, loss, rec, kl|vq,
             train psnr of the batch, seconds, and codes_used for VQ).
+        progress: a label for a progress bar with an ETA on stderr (None: no bar).
     Returns:
         The trained ImageAutoencoder (eval mode; KL scale set as in the module docstring).
     """
@@ -162,6 +165,7 @@ def train_autoencoder(cfg: AutoencoderConfig, images: torch.Tensor | Iterable[to
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, steps))
     seen: list[torch.Tensor] = []  # first training images, for the latent scale
     n_seen, start = 0, time.time()
+    bar = tqdm(total=steps, desc=progress, file=sys.stderr, mininterval=5, disable=progress is None)
     for step, xb in zip(range(steps), _batches(images, batch, gen)):
         ae.check_images(xb)
         if n_seen < SCALE_IMAGES:
@@ -177,6 +181,7 @@ def train_autoencoder(cfg: AutoencoderConfig, images: torch.Tensor | Iterable[to
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        bar.update(1)
         if log is not None and ((step + 1) % log_every == 0 or step + 1 == steps):
             rec_d = {"step": step + 1, "loss": round(loss.item(), 5), "rec": round(rec.item(), 5),
                      cfg.kind: round(reg.item(), 5), "psnr": round(psnr(to_uint8(y.detach()), xb.to(device)), 2),
@@ -184,6 +189,7 @@ def train_autoencoder(cfg: AutoencoderConfig, images: torch.Tensor | Iterable[to
             if keeper is not None:
                 rec_d["codes_used"] = keeper.codes_used()
             log(rec_d)
+    bar.close()
     model.eval()
     if cfg.kind == "kl" and seen:
         ae.scale = _latent_scale(ae, torch.cat(seen))

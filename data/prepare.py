@@ -28,6 +28,7 @@ import torch
 from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
 from data.corpora import choose_corpora, prepared_paths, roles_for, write_corpus_text
+from data import pretrained
 from data.atomic import save_atomic, write_text_atomic
 from data.embedded import Paths, default_data_dir
 from data.text_readers import TextReader, TextSpec
@@ -141,15 +142,21 @@ class Prepare:
             params = {"config": dataclasses.asdict(ae_cfg), "steps": c.ae_steps, "batch": c.ae_batch,
                       "seed": c.seed, "images": self.manifest["steps"][f"images/{dataset}"]["params"]}
 
-            def build(kind=kind, out=out, ae_cfg=ae_cfg) -> dict:
+            step = f"autoencoders/{dataset}/{kind}"
+
+            def build(kind=kind, out=out, ae_cfg=ae_cfg, step=step, params=params) -> dict:
+                val = torch.load(self.paths.images(dataset, "val"), weights_only=False)
+                # A committed copy of exactly this step (data/pretrained.py) spares the training.
+                if pretrained.restore(step, json.loads(json.dumps(params)), out, self.log):
+                    return {**_reconstruction_stats(load_autoencoder(out), val, dataset), "source": "committed"}
                 train = torch.load(self.paths.images(dataset, "train"), weights_only=False)["images"]
                 log = lambda rec: self.log(f"[prepare]   {dataset}/{kind} {json.dumps(rec)}")  # noqa: E731
-                ae = train_autoencoder(ae_cfg, train, c.ae_steps, c.ae_batch, seed=c.seed, log=log, log_every=250)
+                ae = train_autoencoder(ae_cfg, train, c.ae_steps, c.ae_batch, seed=c.seed, log=log, log_every=250,
+                                       progress=f"[prepare] {dataset}/{kind}")
                 ae.save(out)
-                return _reconstruction_stats(ae, torch.load(self.paths.images(dataset, "val"), weights_only=False),
-                                             dataset)
+                return {**_reconstruction_stats(ae, val, dataset), "source": "trained"}
 
-            self.step(f"autoencoders/{dataset}/{kind}", params, [out], build)
+            self.step(step, params, [out], build)
 
     def encoded(self, dataset: str) -> None:
         for kind in ("kl", "vq"):

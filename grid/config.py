@@ -40,7 +40,7 @@ import yaml
 
 from data.embedded import IMAGE_DATASETS
 from data.stream import StreamConfig
-from evals.harness import EvalConfig
+from evals.config import EvalConfig
 from grid.family import FAMILIES, get_family
 from grid.merge import ConfigError, apply_dotlist, merge, read_yaml, to_dict
 from model.backbone import BackboneConfig

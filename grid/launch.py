@@ -32,9 +32,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from grid.config import ConfigError, resolved
-from grid.runs import run_state, write_run_config
+from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_state, write_run_config
 from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
-from grid.train import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_from_dir
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
@@ -225,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_wait:
             return 0
     elif executor == "debug":
+        from grid.train import run_from_dir  # the trainer's stack, only where it runs here
+
         for rid in todo:
             try:
                 run_from_dir(args.results_dir / args.sweep / rid, args.checkpoint_dir)

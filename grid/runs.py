@@ -17,6 +17,10 @@ from pathlib import Path
 from data.atomic import write_text_atomic
 from grid.config import RunConfig, resolved, to_yaml
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RESULTS = REPO_ROOT / "results"  # results/<sweep>/<run_id>/
+DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"  # never committed
+
 
 def slurm_job_id() -> str | None:
     """This process's SLURM job as `squeue` names it: ARRAYID_TASK for an array task."""

@@ -13,10 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from grid.runs import run_state
+from grid.runs import DEFAULT_RESULTS, run_state
 from grid.slurm import job_states, recorded_jobs
 from grid.sweeps import sweep_specs
-from grid.train import DEFAULT_RESULTS
 
 
 def sweep_status(sweep: str, results_dir: Path, overrides: list[str] = ()) -> list[dict]:

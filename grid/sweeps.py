@@ -11,18 +11,20 @@ one base config per scale (`_cpu_base`, `_paper_base`) and varies it with
 `ABLATION_KNOBS` names, per ablation, the config keys it varies (everything else is held
 fixed; tests check this).
 
-Wall-time estimates (`estimated_seconds`) use DESIGN "Calibration for CPU budgets" (2 cores,
-fp32): elements/s per CPU size, plus a flat EVAL_SECONDS per run for the final evaluation.
-The calibration is for a plain LM at batch 16; our runs use batch 8, Transfusion adds the
-patch/diffusion work and Chameleon a larger vocabulary, hence the margins below.
+Wall-time estimates (`estimated_seconds`) follow the machine: a run's elements/s is a fraction
+of the machine's matmul peak that depends on the size and the family, so CPU_SPEED holds
+elements/s per FLOP/s of one thread's fp32 matmul peak (grid/machine.cpu_peak, measured at
+launch), from bench.train at seq 256, batch 8, one thread per process as the local launcher
+runs them (bench/RESULTS.md, 2026-12-02, peak 1.0e11 FLOP/s). Sizes past cpu-6.4M assume
+cpu-6.4M's 6N MFU. Evaluation adds EVAL_SECONDS at that peak, scaled the same way. The local
+launcher runs one process per core, so a sweep's wall time is the sum over its runs divided
+by the cores (`sweep_wall_seconds`). At the calibration peak on 2 cores:
 
-    demo       3 sizes x 3 budgets (0.2/0.4/0.8M elements) x 2 families = 18 runs.
-               Training 2 * 1.4M * (1/26.7k + 1/19k + 1/13.2k) s ~ 464 s, evaluation
-               18 * 15 s = 270 s: ~12 minutes on 2 cores (measured: 12 min 18 s; budget ~15).
+    demo       3 sizes x 3 budgets (0.2/0.4/0.8M elements) x 2 families = 18 runs: ~13 minutes
+               (measured before this calibration: 12 min 18 s).
     toy-paper  5 sizes (cpu-0.11M .. cpu-6.4M) x 4 budgets (0.25/0.5/1/2M) x 2 families = 40
-               runs. Training 2 * 3.75M * sum(1/rate) ~ 4,740 s, evaluation 40 * 15 s =
-               600 s: ~1.5 hours.
-    ablation-* at cpu-0.8M, D = 1M unless the ablation varies size: ~90 s per run.
+               runs: ~1.5 hours.
+    ablation-* at cpu-0.8M, D = 1M unless the ablation varies size: ~3 core-minutes per run.
 
 The paper sweep's resources come from 6ND at an assumed GPU_FLOPS per GPU; SLURM jobs are
 capped at MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
@@ -31,20 +33,26 @@ capped at MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from grid.ablations import ABLATION_KNOBS
 from grid.config import DataConfig, ModelKnobs, RunConfig, apply_overrides
 from grid.family import FAMILIES
 from grid.identity import run_id
+from grid.machine import cpu_peak
 from model.accounting import backbone_params
 from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
 
-# DESIGN "Calibration for CPU budgets" (elements/s, 2 threads); 0.33M and 20M interpolated.
-CPU_RATE = {"cpu-0.11M": 26_700, "cpu-0.33M": 19_000, "cpu-0.8M": 13_200, "cpu-2.7M": 5_800,
-            "cpu-6.4M": 3_400, "cpu-14M": 2_000, "cpu-20M": 1_500}
-EVAL_SECONDS = 15.0  # per run: benchmarks ~7 s at cpu-0.8M (measured) + start-up and held-out losses
+# Elements/s per FLOP/s of one thread's fp32 matmul peak (module docstring; bench/RESULTS.md).
+CPU_SPEED = {
+    "transfusion": {"cpu-0.11M": 2.79e-7, "cpu-0.33M": 1.48e-7, "cpu-0.8M": 8.5e-8, "cpu-2.7M": 3.4e-8,
+                    "cpu-6.4M": 1.55e-8},
+    "chameleon": {"cpu-0.11M": 1.65e-7, "cpu-0.33M": 1.04e-7, "cpu-0.8M": 7.1e-8, "cpu-2.7M": 2.9e-8,
+                  "cpu-6.4M": 1.45e-8},
+}
+CALIBRATION_PEAK = 1.0e11  # FLOP/s: one thread's fp32 matmul peak where CPU_SPEED was measured
+EVAL_SECONDS = 45.0  # per run at CALIBRATION_PEAK: the benchmarks at cpu-0.8M (~41 s measured) + start-up
 
 # Paper scale: per-size layout (nodes, GPUs per node); time from 6ND.
 PAPER_LAYOUT = {"0.16B": (1, 8), "0.37B": (1, 8), "0.76B": (2, 8), "1.4B": (2, 8), "7B": (4, 8)}
@@ -69,8 +77,16 @@ class Resources:
 
 @dataclass
 class RunSpec:
+    """A run config and what a scheduler needs for it: `fixed_resources` when a sweep sets them,
+    else the per-size default, computed when asked for (it measures this machine's peak, which
+    listing a sweep does not need)."""
+
     cfg: RunConfig
-    resources: Resources = field(default_factory=Resources)
+    fixed_resources: Resources | None = None
+
+    @property
+    def resources(self) -> Resources:
+        return self.fixed_resources or resources_for(self.cfg)
 
     @property
     def run_id(self) -> str:
@@ -121,12 +137,29 @@ def run_ids(specs: list[RunSpec]) -> list[str]:
 
 # ------------------------------------------------------------------ resources and estimates
 
-def estimated_seconds(cfg: RunConfig) -> float:
-    """Expected wall time: CPU sizes from the calibration (+ evaluation), paper sizes from 6ND."""
-    if cfg.size in CPU_RATE:
-        return cfg.D / CPU_RATE[cfg.size] + EVAL_SECONDS
+def _cpu_rate(cfg: RunConfig, peak: float) -> float:
+    """Training elements/s of a CPU run on a machine of this one-thread peak."""
+    table = CPU_SPEED[cfg.family]
+    if cfg.size in table:
+        return table[cfg.size] * peak
+    ref = "cpu-6.4M"  # larger sizes: cpu-6.4M's 6N MFU
+    mfu = table[ref] * 6 * backbone_params(get_size(ref))
+    return mfu * peak / (6 * backbone_params(get_size(cfg.size)))
+
+
+def estimated_seconds(cfg: RunConfig, peak: float | None = None) -> float:
+    """Expected wall time of one run: CPU sizes from CPU_SPEED at this machine's one-thread
+    peak (measured unless given), evaluation included; paper sizes from 6ND."""
+    if cfg.size in CPU_SIZES:
+        peak = peak or cpu_peak()
+        return cfg.D / _cpu_rate(cfg, peak) + EVAL_SECONDS * CALIBRATION_PEAK / peak
     nodes, gpus = PAPER_LAYOUT[cfg.size]
     return 6 * backbone_params(get_size(cfg.size)) * cfg.D / (GPU_FLOPS * nodes * gpus)
+
+
+def sweep_wall_seconds(specs: list[RunSpec], cores: int, peak: float | None = None) -> float:
+    """A CPU sweep's wall time with the local launcher's one single-threaded process per core."""
+    return sum(estimated_seconds(s.cfg, peak) for s in specs) / cores
 
 
 def resources_for(cfg: RunConfig) -> Resources:
@@ -142,7 +175,7 @@ def resources_for(cfg: RunConfig) -> Resources:
 
 
 def _spec(cfg: RunConfig) -> RunSpec:
-    return RunSpec(cfg=cfg, resources=resources_for(cfg))
+    return RunSpec(cfg=cfg)
 
 
 def _grid(base: RunConfig, sizes: tuple[str, ...], budgets: tuple[int, ...]) -> list[RunSpec]:
@@ -264,5 +297,5 @@ def ablation_text_only() -> list[RunSpec]:
             for f in FAMILIES for t in (1.0, DataConfig.text_share)]
 
 
-__all__ = ["ABLATION_KNOBS", "CPU_RATE", "Resources", "RunSpec", "SWEEPS", "estimated_seconds", "get_sweep",
-           "register", "resources_for", "run_ids", "sweep_specs"]
+__all__ = ["ABLATION_KNOBS", "CALIBRATION_PEAK", "CPU_SPEED", "Resources", "RunSpec", "SWEEPS", "estimated_seconds", "get_sweep",
+           "register", "resources_for", "run_ids", "sweep_specs", "sweep_wall_seconds"]

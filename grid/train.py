@@ -40,20 +40,16 @@ import torch
 from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
-from evals.harness import evaluate as benchmarks
 from evals.held_out import held_out_losses
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 from grid.config import ConfigError, RunConfig, load_config, resolved, stream_config
 from grid.distributed import Dist, full_state, load_full_state, unwrap
 from grid.family import family_for
 from grid.identity import run_id
-from grid.runs import RunLock, RunLocked, slurm_job_id, write_run_config
+from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, RunLock, RunLocked, slurm_job_id, write_run_config
 from model.batch import PackedBatch
 from model.family import Family, combine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = REPO_ROOT / "results"
-DEFAULT_CHECKPOINTS = REPO_ROOT / "checkpoints"
 # parallel=auto shards with FSDP2 from this many parameters (embeddings included): AdamW in
 # fp32 keeps 16 bytes per parameter, 16 GB at 1B, too much to replicate on every GPU with
 # activations beside it.
@@ -73,13 +69,15 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
-    # Weight decay on matrices only: decaying norm gains and biases shrinks them for nothing.
+def optimizer_for(model: torch.nn.Module, lr: float, betas: tuple[float, float], eps: float,
+                  weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: decaying norm gains and biases shrinks them for
+    nothing. Fused (one kernel over all parameters, on CPU and CUDA): measured 6% faster per
+    step at cpu-0.11M than the default multi-tensor path (bench/RESULTS.md)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    o = cfg.optim
-    return torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=lr, betas=tuple(betas), eps=eps, fused=True)
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -173,7 +171,8 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
     model = dist.wrap(raw, fsdp)
     if cfg.compile and device.type == "cuda":
         model = torch.compile(model)
-    opt = _optimizer(model, cfg)
+    o = cfg.optim
+    opt = optimizer_for(model, o.lr, o.betas, o.eps, o.weight_decay)
     total = cfg.steps
     warmup = cfg.optim.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total, cfg.optim.min_lr_ratio))
@@ -250,6 +249,8 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
         if fsdp:  # the samplers need whole parameters on one process
             evals["meta/benchmarks"] = "skipped under FSDP: run python -m grid.evaluate RUN_DIR on one GPU"
         else:
+            from evals.harness import evaluate as benchmarks  # its stack (torchmetrics, scipy) loads in ~1 s: not before step 1
+
             evals.update(benchmarks(unwrap(model), family, data, cfg.data.dataset,
                                     replace(cfg.eval, text_context=cfg.seq_len)))
         write_json(run_dir / "evals.json", evals)

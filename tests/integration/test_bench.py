@@ -32,14 +32,23 @@ def test_peak_prints_a_positive_rate(capsys):
 
 
 @pytest.mark.parametrize("patch", ["linear", "unet"])
-def test_train_prints_one_record_per_size(capsys, patch):
+def test_train_prints_one_record_per_size_and_family(capsys, patch):
     argv = ["--sizes", "cpu-0.11M", "--seq-len", "64", "--batch", "2", "--steps", "1", "--warmup", "1",
-            "--peak-seconds", "0.05", "--patch", patch, *TINY_MODEL]
+            "--peak-seconds", "0.05", "--patch", patch, "--codebook", "32", *TINY_MODEL]
     assert train.main(argv) == 0
-    (out,) = _json_lines(capsys)
+    tf, ch = _json_lines(capsys)
+    assert (tf["family"], ch["family"]) == ("transfusion", "chameleon")
+    n = tf["N"]
+    assert 0 < n["n_nonembedding"] < n["n_with_embeddings"] < n["n_with_patch"] == tf["params_actual"]
+    n = ch["N"]  # no patch layers; the joint vocabulary: 64 text + 32 codes
+    assert n["n_with_patch"] == n["n_with_embeddings"] == ch["params_actual"]
+    assert n["n_with_embeddings"] - n["n_nonembedding"] == 2 * 96 * 64
+    for out in (tf, ch):
+        _check_train_record(out, patch)
+
+
+def _check_train_record(out: dict, patch: str) -> None:
     assert out["size"] == "cpu-0.11M" and out["patch"] == patch
-    n = out["N"]
-    assert 0 < n["n_nonembedding"] < n["n_with_embeddings"] < n["n_with_patch"] == out["params_actual"]
     for run in (out, out["text_only"]):
         assert _positive(run["elements_per_s"], run["step_s"], run["elements_per_step"])
         assert 0 < run["mfu_six_n"] < run["mfu_with_attention"] <= 1
@@ -48,8 +57,10 @@ def test_train_prints_one_record_per_size(capsys, patch):
 
 
 def test_mixed_batch_is_one_to_one_by_elements(make_cfg):
-    cfg = make_cfg()
-    batch = make_batch(cfg, seq_len=128, rows=8, seed=0)
+    from model.spec import TransfusionFamily
+
+    family = TransfusionFamily(make_cfg())
+    batch = make_batch(family, seq_len=128, rows=8, seed=0)
     batch.check()
     # Elements of documents holding an image (caption/image pairs) vs of pure text documents.
     has_image = torch.zeros_like(batch.modality, dtype=torch.bool)
@@ -61,7 +72,7 @@ def test_mixed_batch_is_one_to_one_by_elements(make_cfg):
     real = batch.modality != PAD
     n_pair, n_text = int((has_image & real).sum()), int((~has_image & real).sum())
     assert 0.5 < n_pair / n_text < 2
-    text_only = make_batch(cfg, seq_len=128, rows=8, seed=0, images=False)
+    text_only = make_batch(family, seq_len=128, rows=8, seed=0, images=False)
     assert not (text_only.modality == IMAGE).any() and text_only.images.shape[0] == 0
     assert tuple(text_only.tokens.shape) == (8, 128) and int((text_only.modality == PAD).sum()) == 0
 

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from grid.config import resolved, to_dict
-from grid.sweeps import (ABLATION_KNOBS, SWEEPS, Resources, RunSpec, estimated_seconds, get_sweep, register,
-                         run_ids)
+from grid.sweeps import (ABLATION_KNOBS, CALIBRATION_PEAK, SWEEPS, Resources, RunSpec, estimated_seconds, get_sweep,
+                         register, run_ids, sweep_wall_seconds)
 from model.sizes import CPU_SIZES, PAPER_SIZES
 
 
@@ -53,15 +53,26 @@ def test_demo_grid_and_time_budget():
     assert len(specs) == len(sizes) * len(budgets) * len(families)
     assert sizes <= set(CPU_SIZES)
     assert all(s.cfg.seq_len >= 68 for s in specs)  # a Chameleon image (64 codes + BOI/EOI) fits
-    assert sum(estimated_seconds(s.cfg) for s in specs) <= 15 * 60
+    assert sweep_wall_seconds(specs, 2, CALIBRATION_PEAK) <= 15 * 60  # on 2 cores of the calibration machine
     assert all(s.resources.gpus_per_node == 0 for s in specs)
+
+
+def test_cpu_estimates_follow_the_machine_peak():
+    """A machine twice as fast runs a run in half the time; a larger model is slower per
+    element, and sizes past the measured table extrapolate at the largest one's MFU."""
+    cfg = get_sweep("demo")[0].cfg
+    slow, fast = estimated_seconds(cfg, CALIBRATION_PEAK), estimated_seconds(cfg, 2 * CALIBRATION_PEAK)
+    assert fast == pytest.approx(slow / 2)
+    per_element = [estimated_seconds(dataclasses.replace(cfg, size=s, D=10**6), CALIBRATION_PEAK)
+                   for s in ("cpu-0.11M", "cpu-0.8M", "cpu-6.4M", "cpu-20M")]
+    assert per_element == sorted(per_element) and len(set(per_element)) == 4
 
 
 def test_toy_paper_is_a_larger_cpu_grid_of_one_to_two_hours():
     specs = get_sweep("toy-paper")
     sizes, budgets, families = _grid_axes(specs)
     assert len(sizes) >= 5 and len(budgets) >= 4 and len(families) == 2 and sizes <= set(CPU_SIZES)
-    assert 3600 <= sum(estimated_seconds(s.cfg) for s in specs) <= 2 * 3600
+    assert 3600 <= sweep_wall_seconds(specs, 2, CALIBRATION_PEAK) <= 2 * 3600
 
 
 def test_paper_sweep_uses_the_paper_sizes_and_recipe():
