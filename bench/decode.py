@@ -9,7 +9,11 @@ use_cache=True and use_cache=False:
                  new-tokens tokens each -> tokens_per_s (batch * new_tokens / seconds);
   text_to_image  one image per random caption of prompt-len tokens, image-steps DDIM steps with
                  classifier-free guidance (two backbone passes per step unless cfg-scale is 1)
-                 -> denoising_steps_per_s (steps of the whole batch) and images_per_s.
+                 -> denoising_steps_per_s (steps of the whole batch) and images_per_s;
+  chameleon_text_to_image  the same-sized image from the Chameleon baseline of the same
+                 backbone (a code grid of latent-size / patch-size per side, as many codes as
+                 Transfusion has patches), sampled code by code with the same guidance
+                 -> images_per_s.
 Each number is the best of `repeats` timed runs after one short warm-up run. kv_speedup is
 cached / uncached throughput: above 1 means the cache pays. Expect it to grow with the prefix
 length: a cached text step costs one element against the prefix, an uncached one the whole
@@ -27,8 +31,8 @@ from contextlib import contextmanager
 
 import torch
 
-from bench.common import DTYPES, SPECIAL, add_common_args, build_config, random_text, resolve_device, sync, \
-    to_json_floats
+from bench.common import (DTYPES, SPECIAL, add_common_args, build_config, build_family, random_text, resolve_device,
+                          sync, to_json_floats)
 from model.batch import Text
 from model.diffusion import Diffusion
 from model.generate import SamplingConfig, generate, text_to_image
@@ -81,6 +85,23 @@ def bench_text(model, diffusion, prompts, args, device) -> dict:
     return out
 
 
+def bench_chameleon_image(captions, args, device, dtype) -> dict:
+    from baselines.generate import ChameleonSamplingConfig
+    from baselines.generate import text_to_image as codes_from_text
+
+    family = build_family("chameleon", args.size, args)
+    model = family.build().to(device=device, dtype=dtype).eval()
+    cfg = ChameleonSamplingConfig(cfg_scale=args.cfg_scale)
+    out = {"codes_per_image": family.elements_per_image}
+    for use_cache in (True, False):
+        codes_from_text(model, captions[:1], SPECIAL, cfg, torch.Generator().manual_seed(0), use_cache)  # warm-up
+        secs, _ = _best_time(lambda: codes_from_text(model, captions, SPECIAL, cfg, torch.Generator().manual_seed(0),
+                                                     use_cache), args.repeats, device)
+        out["cached" if use_cache else "uncached"] = {"seconds": secs, "images_per_s": len(captions) / secs}
+    out["kv_speedup"] = out["cached"]["images_per_s"] / out["uncached"]["images_per_s"]
+    return out
+
+
 def bench_image(model, diffusion, captions, args, device) -> dict:
     cfg = SamplingConfig(image_steps=args.image_steps, cfg_scale=args.cfg_scale)
     warm = SamplingConfig(image_steps=2, cfg_scale=args.cfg_scale)
@@ -120,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
               "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "image_steps": args.image_steps,
               "cfg_scale": args.cfg_scale, "elements_per_image": cfg.patch.elements_per_image,
               "text": bench_text(model, diffusion, [[t] for t in texts], args, device),
-              "text_to_image": bench_image(model, diffusion, [t.ids for t in texts], args, device)}
+              "text_to_image": bench_image(model, diffusion, [t.ids for t in texts], args, device),
+              "chameleon_text_to_image": bench_chameleon_image([t.ids for t in texts], args, device, dtype)}
     print(json.dumps(to_json_floats(result)))
     return 0
 

@@ -89,3 +89,6 @@ def test_decode_compares_cached_and_uncached(capsys):
         assert _positive(image["seconds"], image["denoising_steps_per_s"], image["images_per_s"])
     assert _positive(out["text"]["kv_speedup"], out["text_to_image"]["kv_speedup"])
     assert out["text_to_image"]["passes_per_step"] == 2
+    codes = out["chameleon_text_to_image"]  # the same-sized image from the baseline: 4 x 4 codes = 16 patches
+    assert codes["codes_per_image"] == out["elements_per_image"] == 16
+    assert _positive(codes["cached"]["images_per_s"], codes["uncached"]["images_per_s"], codes["kv_speedup"])
