@@ -1,8 +1,7 @@
 """The Chameleon-style baseline as a family (model/family.py's interface): images are VQ
 code grids, learned and sampled as tokens of one joint vocabulary.
 
-The recipe is Chameleon's stability recipe (arXiv 2405.09818, sec 2.3; Transfusion sec 4.1
-trains its baseline with it): peak learning rate 1e-4, QK-norm on, z-loss 1e-5.
+The recipe (Chameleon's stability recipe) is in baselines/recipe.py.
 """
 
 from __future__ import annotations
@@ -14,16 +13,16 @@ from torch import nn
 
 from baselines.chameleon import LOSS_WEIGHTS, Chameleon, ChameleonConfig, lm_targets, loss_terms, param_counts
 from baselines.generate import ChameleonSamplingConfig, caption, generate, text_to_image
+from baselines.recipe import OWN_KNOBS, RECIPE
 from model.backbone import BackboneConfig
 from model.batch import PackedBatch, Segment, SpecialTokens
-from model.family import Family, ImageSampling, Recipe, Terms
+from model.family import Family, ImageSampling, Terms
 
 
 class ChameleonFamily(Family):
     name = "chameleon"
     image_kind = "vq"
-    recipe = Recipe(lr=1e-4, qk_norm=True, z_loss=ChameleonConfig.z_loss)
-    own_knobs = ()
+    recipe, own_knobs = RECIPE, OWN_KNOBS  # baselines/recipe.py: torch-free, for the launcher
     held_out_terms = ("lm_image",)
 
     @classmethod

@@ -17,12 +17,12 @@ text sources yield token id tensors [n]; pair sources yield (image tensor, capti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 import torch
 
 from data.sequences import Packer
+from data.stream_config import StreamConfig  # torch-free, so a run config can hold one
 from model.batch import Image, PackedBatch, SpecialTokens, Text
 
 
@@ -146,30 +146,6 @@ class EncodedImages:
     def load_state_dict(self, state: dict) -> None:
         self.reader.load_state_dict(state)
         self._records = iter(self.reader)  # a fresh pass starts at the restored position
-
-
-@dataclass
-class StreamConfig:
-    seq_len: int = 256
-    batch_rows: int = 8
-    text_share: float = 0.5  # fraction of elements from text documents (paper: 1:1)
-    caption_first: float = 0.8  # paper sec 4.1
-    # Share of image-caption pairs trained as the image alone, [BOS BOI image EOI EOS]: the
-    # unconditional branch of classifier-free guidance (Ho & Salimans 2022 drop 10-20%; the
-    # paper does not state a rate, and without dropout that branch saw only image-first pairs,
-    # whose noise limit kept it from ever training above t = 500).
-    caption_dropout: float = 0.1
-    seed: int = 0
-
-    def validate(self) -> None:
-        if not 0.0 <= self.text_share <= 1.0:
-            raise ValueError(f"text_share={self.text_share} must be in [0, 1]")
-        if not 0.0 <= self.caption_first <= 1.0:
-            raise ValueError(f"caption_first={self.caption_first} must be in [0, 1]")
-        if not 0.0 <= self.caption_dropout <= 1.0:
-            raise ValueError(f"caption_dropout={self.caption_dropout} must be in [0, 1]")
-        if self.batch_rows < 1:
-            raise ValueError(f"batch_rows={self.batch_rows} must be >= 1")
 
 
 class MixedStream:

@@ -38,16 +38,12 @@ from typing import Callable
 
 import yaml
 
-from data.embedded import IMAGE_DATASETS
-from data.stream import StreamConfig
+from data.stream_config import StreamConfig
 from evals.config import EvalConfig
 from grid.family import FAMILIES, get_family
+from grid.family import recipe as family_recipe
 from grid.merge import ConfigError, apply_dotlist, merge, read_yaml, to_dict
-from model.backbone import BackboneConfig
-from model.diffusion import DiffusionConfig
-from model.patches import PatchConfig
-from model.sizes import get_size
-from model.transfusion import TransfusionConfig
+from model.sizes import BackboneConfig, get_size
 
 PRECISIONS = ("fp32", "bf16")
 PAPER_WARMUP_STEPS, PAPER_STEPS = 4000, 250_000  # paper sec 4.1: warmup fraction 1.6%
@@ -71,13 +67,15 @@ class OptimConfig:
 class ModelKnobs:
     """What a run may vary on top of the named size (paper Tables 4-8, Chameleon sec 2.3)."""
 
-    image_attention: str = TransfusionConfig.image_attention  # "causal": Table 5
-    patch_kind: str = PatchConfig.kind  # "linear" | "unet"
-    patch_size: int = PatchConfig.patch_size
-    unet_channels: int = PatchConfig.unet_channels
-    lambda_diffusion: float = TransfusionConfig.lambda_diffusion
-    noise_limit: int | None = DiffusionConfig.noise_limit  # None disables (sec 4.3.5)
-    prediction: str = DiffusionConfig.prediction  # "eps" (paper) | "v" | "x0": what the diffusion head predicts
+    # The model configs' own defaults, written out so that a run config imports no torch
+    # (tests/unit/test_config.py keeps them equal to TransfusionConfig / PatchConfig / DiffusionConfig).
+    image_attention: str = "bidirectional"  # "causal": Table 5
+    patch_kind: str = "linear"  # "linear" | "unet"
+    patch_size: int = 2
+    unet_channels: int = 64
+    lambda_diffusion: float = 5.0  # paper sec 4.1
+    noise_limit: int | None = 500  # None disables (sec 4.3.5)
+    prediction: str = "eps"  # "eps" (paper) | "v" | "x0": what the diffusion head predicts
     qk_norm: bool | None = None  # None: family default (Chameleon on)
     norm_reorder: bool = False
     dropout: float = 0.0
@@ -133,6 +131,8 @@ class RunConfig:
             raise ValueError(f"parallel={self.parallel!r}; valid: {', '.join(PARALLEL)}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r}; valid: auto, cpu, cuda, cuda:N")
+        from data.embedded import IMAGE_DATASETS  # the data layer (torch) only when validating
+
         if self.data.dataset not in IMAGE_DATASETS:
             raise ValueError(f"unknown dataset {self.data.dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
         stream_config(self).validate()
@@ -160,7 +160,7 @@ def stream_config(cfg: RunConfig) -> StreamConfig:
 
 def resolved(cfg: RunConfig) -> RunConfig:
     """A copy with every family default (None) filled in from the family's recipe; idempotent."""
-    recipe = get_family(cfg.family).recipe
+    recipe = family_recipe(cfg.family)
     o, m = cfg.optim, cfg.model
     warmup = o.warmup_steps if o.warmup_steps is not None else \
         max(1, min(PAPER_WARMUP_STEPS, math.ceil(cfg.steps * PAPER_WARMUP_STEPS / PAPER_STEPS)))

@@ -5,8 +5,8 @@ folder exports (model/spec.py, baselines/spec.py; the interface is model/family.
     family = family_for(cfg, EmbeddedData())  # bound to the run's model config
     model = family.build()
 
-Names are known without importing torch (the registry imports a spec only when asked), so
-listing sweeps and reading results stay light.
+Names, recipes and owned knobs are known without importing torch (the registry imports a spec
+only when asked for the spec), so listing, resolving and hashing run configs stay light.
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from data.embedded import EmbeddedData
     from grid.config import RunConfig
     from model.family import Family
+    from model.recipe import Recipe
 
+# name -> (module, class) of its spec, and the torch-free module of its recipe and own knobs
 _SPECS = {"transfusion": ("model.spec", "TransfusionFamily"), "chameleon": ("baselines.spec", "ChameleonFamily")}
+_RECIPES = {"transfusion": "model.recipe", "chameleon": "baselines.recipe"}
 FAMILIES = tuple(_SPECS)
 
 
@@ -31,10 +34,21 @@ def get_family(name: str) -> type["Family"]:
     return getattr(importlib.import_module(module), attr)
 
 
+def _recipe_module(name: str):
+    if name not in _RECIPES:
+        raise ValueError(f"unknown family {name!r}; valid families: {', '.join(FAMILIES)}")
+    return importlib.import_module(_RECIPES[name])
+
+
+def recipe(name: str) -> "Recipe":
+    """The family's default lr, QK-norm and z-loss (model/recipe.py), without importing torch."""
+    return _recipe_module(name).RECIPE
+
+
 def foreign_knobs(name: str) -> tuple[str, ...]:
     """Model knobs that other families own and `name` does not read (left out of its run id)."""
-    own = set(get_family(name).own_knobs)
-    return tuple(k for other in FAMILIES if other != name for k in get_family(other).own_knobs if k not in own)
+    own = set(_recipe_module(name).OWN_KNOBS)
+    return tuple(k for other in FAMILIES if other != name for k in _recipe_module(other).OWN_KNOBS if k not in own)
 
 
 def family_for(cfg: "RunConfig", data: "EmbeddedData") -> "Family":

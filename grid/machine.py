@@ -1,6 +1,6 @@
 """What this machine computes: the fp32 matmul peak that CPU wall-time estimates scale with.
 
-    cpu_peak()                  # FLOP/s of one thread, measured once per process (~0.3 s)
+    cpu_peak()                  # FLOP/s of one thread, measured once per machine (~0.3 s), then read back
     measure_matmul_peak(...)    # the measurement itself (bench/peak.py prints it)
 
 A toy run's speed is a fraction of the machine's matmul peak that depends on the model size
@@ -11,7 +11,14 @@ the peak measured here: the estimates follow the machine instead of one calibrat
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import json
+import os
+import platform
 import time
+from pathlib import Path
+
+from data.atomic import write_text_atomic
 
 
 def measure_matmul_peak(device="cpu", dtype=None, size: int | None = None, seconds: float = 1.5,
@@ -46,14 +53,47 @@ def measure_matmul_peak(device="cpu", dtype=None, size: int | None = None, secon
     return best
 
 
+def _cache_file() -> Path:
+    root = os.environ.get("TRANSFUSION_CACHE") or Path.home() / ".cache" / "transfusion-scaling"
+    return Path(root) / "cpu_peak.json"
+
+
+def _machine_key() -> str:
+    """What the peak depends on, readable without importing torch."""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), platform.processor())
+    except OSError:
+        model = platform.processor()
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "none"
+    return f"{platform.node()}|{model}|{os.cpu_count()} cores|torch {torch_version}"
+
+
 @functools.cache
 def cpu_peak() -> float:
-    """One thread's fp32 matmul peak here (what one run of the local launcher has), FLOP/s."""
+    """One thread's fp32 matmul peak here (what one run of the local launcher has), FLOP/s.
+    Measured the first time on a machine and kept in $TRANSFUSION_CACHE/cpu_peak.json (default
+    ~/.cache/transfusion-scaling), so listing and dry-running sweeps need not import torch."""
+    path, key = _cache_file(), _machine_key()
+    try:
+        return float(json.loads(path.read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return measure_matmul_peak("cpu", torch.float32, size=1024, seconds=0.3, blocks=3)
+        peak = measure_matmul_peak("cpu", torch.float32, size=1024, seconds=0.3, blocks=3)
     finally:
         torch.set_num_threads(threads)
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+        known = known if isinstance(known, dict) else {}
+        write_text_atomic(path, json.dumps({**known, key: peak}, indent=1))
+    except (OSError, ValueError):
+        pass  # a read-only home: measure again next time
+    return peak

@@ -9,8 +9,6 @@ input vectors to output vectors; embeddings, heads and patch layers belong to th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,42 +17,7 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 from model.kv_cache import KVCache
 from model.masks import AttentionMask
 from model.rope import apply_rope
-
-
-@dataclass
-class BackboneConfig:
-    dim: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    ffn_multiple_of: int = 32  # SwiGLU hidden size: 8/3 * dim rounded up to this (Llama)
-    ffn_hidden: int | None = None  # explicit hidden size, overrides the rule above
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-    qk_norm: bool = False
-    norm_reorder: bool = False
-    dropout: float = 0.0
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def hidden_dim(self) -> int:
-        if self.ffn_hidden is not None:
-            return self.ffn_hidden
-        m = self.ffn_multiple_of
-        return m * ((8 * self.dim // 3 + m - 1) // m)
-
-    def validate(self) -> None:
-        if self.dim <= 0 or self.n_layers <= 0 or self.n_heads <= 0:
-            raise ValueError(f"dim, n_layers and n_heads must be positive, got {self.dim}/{self.n_layers}/{self.n_heads}")
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}: "
-                             f"choose n_heads dividing dim (e.g. {self.dim // 64 or 1})")
-        if self.head_dim % 2:
-            raise ValueError(f"head_dim = dim/n_heads = {self.head_dim} must be even for RoPE")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+from model.sizes import BackboneConfig  # the shape lives with the named sizes, importable without torch
 
 
 _compiled_flex = None

@@ -25,18 +25,10 @@ import torch
 from torch import nn
 
 from model.batch import PackedBatch, Segment, SpecialTokens
+from model.recipe import Recipe
 
 # name -> (sum over the term's items, with grad; number of items)
 Terms = dict[str, tuple[torch.Tensor, int]]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A family's defaults where a run config leaves None: peak learning rate, QK-norm, z-loss."""
-
-    lr: float
-    qk_norm: bool
-    z_loss: float
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Transfusion as a family (model/family.py's interface): images are KL latents cut into
 patches and learned by diffusion; sampled by diffusion with guidance on the prediction.
 
-The recipe is the paper's (sec 4.1): peak learning rate 3e-4, no QK-norm, no z-loss.
+The recipe (the paper's, sec 4.1) and the knobs it owns are in model/recipe.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from model.accounting import param_counts
 from model.backbone import BackboneConfig
 from model.batch import PackedBatch, Segment, SpecialTokens
 from model.diffusion import Diffusion, DiffusionConfig
-from model.family import Family, ImageSampling, Recipe, Terms
+from model.family import Family, ImageSampling, Terms
 from model.generate import SamplingConfig, caption, generate, text_to_image
 from model.patches import PatchConfig
+from model.recipe import OWN_KNOBS, RECIPE
 from model.transfusion import Transfusion, TransfusionConfig, draw_noise, loss_terms, loss_weights
 
 
@@ -35,10 +36,7 @@ def _config(knobs: dict[str, Any], backbone: BackboneConfig, vocab_size: int, ch
 class TransfusionFamily(Family):
     name = "transfusion"
     image_kind = "kl"
-    recipe = Recipe(lr=3e-4, qk_norm=BackboneConfig.qk_norm, z_loss=TransfusionConfig.z_loss)
-    # Run-config knobs only Transfusion reads: a Chameleon run's id leaves them out.
-    own_knobs = ("image_attention", "patch_kind", "patch_size", "unet_channels", "lambda_diffusion", "noise_limit",
-                 "prediction")
+    recipe, own_knobs = RECIPE, OWN_KNOBS  # model/recipe.py: torch-free, for the launcher
     held_out_terms = ("diffusion", "lm")
 
     def __init__(self, cfg: TransfusionConfig) -> None:

@@ -103,7 +103,7 @@ def test_config_and_batch_checks(batch):
         tiny_cfg(attention="dense").validate()
     assert ChameleonConfig().backbone.qk_norm and ChameleonConfig().z_loss == 1e-5
     from baselines.spec import ChameleonFamily
-    from model.family import Recipe
+    from model.recipe import Recipe
 
     assert ChameleonFamily.recipe == Recipe(lr=1e-4, qk_norm=True, z_loss=1e-5)  # Chameleon sec 2.3
     with pytest.raises(ValueError, match="code grids"):  # a grid that is not the model's

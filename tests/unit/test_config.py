@@ -204,3 +204,39 @@ def test_dim_not_divisible_by_heads_one_line(monkeypatch):
     with pytest.raises(ConfigError, match="not divisible by n_heads=3") as e:
         load_config(None, ["size=bad"])
     assert "\n" not in str(e.value)
+
+
+def test_knob_defaults_and_recipes_are_the_model_configs_own():
+    """grid/config.py and the recipe modules write these values out so that a run config
+    imports no torch; they must stay what the model configs say."""
+    from baselines.spec import ChameleonFamily
+    from grid.config import ModelKnobs
+    from model.backbone import BackboneConfig as TorchSideBackbone
+    from model.diffusion import DiffusionConfig
+    from model.patches import PatchConfig
+    from model.recipe import Recipe
+    from model.spec import TransfusionFamily
+    from model.transfusion import TransfusionConfig
+
+    k, t, p, d = ModelKnobs(), TransfusionConfig(), PatchConfig(), DiffusionConfig()
+    assert (k.image_attention, k.lambda_diffusion) == (t.image_attention, t.lambda_diffusion)
+    assert (k.patch_kind, k.patch_size, k.unet_channels) == (p.kind, p.patch_size, p.unet_channels)
+    assert (k.noise_limit, k.prediction) == (d.noise_limit, d.prediction)
+    assert TransfusionFamily.recipe == Recipe(lr=3e-4, qk_norm=TorchSideBackbone().qk_norm, z_loss=t.z_loss)
+    c = ChameleonConfig()
+    assert ChameleonFamily.recipe == Recipe(lr=1e-4, qk_norm=c.backbone.qk_norm, z_loss=c.z_loss)
+
+
+def test_listing_and_dry_running_a_sweep_import_no_torch(tmp_path):
+    """--list and --dry-run need names, ids, N, D and resources: no torch once this machine's
+    peak is known (grid/machine.py keeps it; here it is given)."""
+    from grid.machine import _machine_key
+
+    (tmp_path / "cpu_peak.json").write_text(json.dumps({_machine_key(): 1.0e11}))
+    code = ("import sys; from grid.launch import main; "
+            "assert main(['--list']) == 0 and main(['--sweep', 'toy-paper', '--dry-run']) == 0; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         env={**os.environ, "TRANSFUSION_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "toy-paper" in out.stdout and "CPU/task" in out.stdout
