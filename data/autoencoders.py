@@ -289,10 +289,16 @@ def load(directory: str | os.PathLike, image_size: int | None = None,
     return ae.to(device)
 
 
-def encode_dataset(ae: ImageAutoencoder, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def encode_dataset(ae: ImageAutoencoder, images: torch.Tensor, batch_size: int = 256,
+                   progress: str | None = None) -> torch.Tensor:
     """Encode a whole uint8 image set [N, 3, H, W] once, for caching: KL latents float32
-    [N, C, h, w] or VQ codes [N, h, w] (int16 when the codebook fits, else int64), on CPU."""
-    out = [ae.encode(chunk, batch_size).cpu() for chunk in _chunks(images, batch_size)]
+    [N, C, h, w] or VQ codes [N, h, w] (int16 when the codebook fits, else int64), on CPU.
+    progress: a label for a progress bar with an ETA on stderr (None: none)."""
+    from tqdm import tqdm
+
+    chunks = tqdm(_chunks(images, batch_size), total=-(-images.shape[0] // batch_size), desc=progress,
+                  file=sys.stderr, mininterval=5, disable=progress is None, unit="batch")
+    out = [ae.encode(chunk, batch_size).cpu() for chunk in chunks]
     codes = torch.cat(out) if out else ae.encode(images[:0]).cpu()
     if ae.kind == "vq" and ae.codebook_size <= 2 ** 15:
         codes = codes.to(torch.int16)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
@@ -108,7 +109,7 @@ class Prepare:
             tok = Tokenizer.load(self.paths.tokenizer)
             stats = {}
             for name, files in names.items():
-                tokens, offsets = _tokenize(tok, TextReader(TextSpec(files)))
+                tokens, offsets = _tokenize(tok, TextReader(TextSpec(files)), progress=f"[prepare] tokens {name}")
                 save_atomic({"tokens": tokens, "offsets": offsets}, self.paths.tokens(name))
                 stats[name] = {"docs": offsets.numel() - 1, "tokens": tokens.numel()}
             return stats
@@ -168,7 +169,7 @@ class Prepare:
                 shapes = {}
                 for split in SPLITS:
                     images = torch.load(self.paths.images(dataset, split), weights_only=False)["images"]
-                    codes = encode_dataset(ae, images)
+                    codes = encode_dataset(ae, images, progress=f"[prepare] {dataset}/{kind} {split}")
                     save_atomic(codes, self.paths.encoded(dataset, split, kind))
                     shapes[split] = list(codes.shape)
                 return {"shapes": shapes}
@@ -187,10 +188,16 @@ class Prepare:
         return self.manifest
 
 
-def _tokenize(tok: Tokenizer, docs, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def _bar(iterable, desc: str | None, total: int | None = None, unit: str = "it"):
+    """A progress bar with an ETA on stderr for a step that takes more than a few seconds."""
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=5, disable=desc is None, unit=unit)
+
+
+def _tokenize(tok: Tokenizer, docs, chunk: int = 2048, progress: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Documents -> flat int32 tokens and int64 offsets [n_docs + 1], batched through the
     tokenizer's parallel encoder."""
     pieces, lengths, batch = [], [], []
+    docs = _bar(docs, progress, unit="docs")
 
     def flush() -> None:
         for ids in tok.encode_batch(batch):
@@ -218,7 +225,7 @@ def _render(dataset: str, cfg: PrepareConfig) -> dict:
         sizes = {"train": cfg.train_images, "val": cfg.eval_images, "test": cfg.eval_images}
         out = {}
         for split, n in sizes.items():
-            samples = [world.sample(split, i) for i in range(n)]
+            samples = [world.sample(split, i) for i in _bar(range(n), f"[prepare] images/shapes {split}", n, "images")]
             out[split] = {"images": torch.stack([s.image for s in samples]),
                           "captions": [s.captions for s in samples],
                           "meta": [{"scene": s.meta["scene"].key(),
