@@ -79,9 +79,12 @@ def cpu_peak() -> float:
     ~/.cache/transfusion-scaling), so listing and dry-running sweeps need not import torch."""
     path, key = _cache_file(), _machine_key()
     try:
-        return float(json.loads(path.read_text())[key])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):  # none yet, or corrupt: measured and rewritten below
+        known = {}
+    if isinstance(known.get(key), (int, float)):
+        return float(known[key])
     import torch
 
     threads = torch.get_num_threads()
@@ -91,9 +94,7 @@ def cpu_peak() -> float:
     finally:
         torch.set_num_threads(threads)
     try:
-        known = json.loads(path.read_text()) if path.exists() else {}
-        known = known if isinstance(known, dict) else {}
         write_text_atomic(path, json.dumps({**known, key: peak}, indent=1))
-    except (OSError, ValueError):
+    except OSError:
         pass  # a read-only home: measure again next time
     return peak

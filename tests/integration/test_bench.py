@@ -92,3 +92,33 @@ def test_decode_compares_cached_and_uncached(capsys):
     codes = out["chameleon_text_to_image"]  # the same-sized image from the baseline: 4 x 4 codes = 16 patches
     assert codes["codes_per_image"] == out["elements_per_image"] == 16
     assert _positive(codes["cached"]["images_per_s"], codes["uncached"]["images_per_s"], codes["kv_speedup"])
+
+
+def test_reference_splits_the_step_and_reports_mfu(capsys):
+    from bench import reference
+
+    assert reference.main(["--threads", "1", "--steps", "1", "--warmup", "0"]) == 0
+    (out,) = _json_lines(capsys)
+    assert out["impl"] == "suite" and out["threads"] == 1 and out["elements_per_step"] == 800
+    parts = ("data_s", "pack_s", "mask_s", "forward_s", "backward_s", "optimizer_s")
+    assert _positive(out["elements_per_s"], out["peak_flops"], *(out[p] for p in parts))
+    assert sum(out[p] for p in parts) == pytest.approx(out["step_s"], rel=0.05)
+    assert 0 < out["mfu"] < out["mfu_with_attention"] <= 1 and 0 < out["overhead_fraction"] < 1
+
+
+def test_ddp_check_passes_with_gloo(capsys):
+    from bench import ddp_check
+
+    assert ddp_check.main(["--device", "cpu"]) == 0
+    (out,) = _json_lines(capsys)
+    assert out["backend"] == "gloo" and out["ok"] and out["loss"] == out["loss_ddp"]
+
+
+def test_gpu_check_skips_cleanly_without_a_gpu():
+    import subprocess
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: bench/gpu_check.sh runs for real")
+    out = subprocess.run(["bash", "bench/gpu_check.sh"], capture_output=True, text=True,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[2])
+    assert out.returncode == 0 and "skipped" in out.stdout

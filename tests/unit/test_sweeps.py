@@ -4,6 +4,7 @@ their knobs; the demo fits its time budget; unknown names list the valid ones.""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -128,3 +129,22 @@ def test_ablations_cover_tables_4_to_8():
     assert {s.cfg.model.noise_limit for s in get_sweep("ablation-noise-limit")} == {None, 500}
     text = {(s.cfg.family, s.cfg.data.text_share) for s in get_sweep("ablation-text-only")}
     assert text == {("transfusion", 1.0), ("transfusion", 0.5), ("chameleon", 1.0), ("chameleon", 0.5)}
+
+
+def test_the_machine_peak_is_measured_once_and_read_back(tmp_path, monkeypatch):
+    """grid/machine.py keeps the measured peak per machine; a corrupt cache is measured again."""
+    from grid import machine
+
+    monkeypatch.setenv("TRANSFUSION_CACHE", str(tmp_path))
+    machine.cpu_peak.cache_clear()
+    first = machine.cpu_peak()
+    stored = json.loads((tmp_path / "cpu_peak.json").read_text())
+    assert stored == {machine._machine_key(): first} and first > 1e8
+    machine.cpu_peak.cache_clear()
+    (tmp_path / "cpu_peak.json").write_text(json.dumps({machine._machine_key(): 123.0}))
+    assert machine.cpu_peak() == 123.0  # read back, not measured
+    machine.cpu_peak.cache_clear()
+    (tmp_path / "cpu_peak.json").write_text("{not json")
+    assert machine.cpu_peak() > 1e8  # corrupt: measured again and rewritten
+    assert json.loads((tmp_path / "cpu_peak.json").read_text())[machine._machine_key()] > 1e8
+    machine.cpu_peak.cache_clear()
