@@ -148,3 +148,20 @@ def test_the_machine_peak_is_measured_once_and_read_back(tmp_path, monkeypatch):
     assert machine.cpu_peak() > 1e8  # corrupt: measured again and rewritten
     assert json.loads((tmp_path / "cpu_peak.json").read_text())[machine._machine_key()] > 1e8
     machine.cpu_peak.cache_clear()
+
+
+def test_lr_sweep_tries_the_same_learning_rates_for_both_families():
+    """Issue 14: per family, 2+ sizes x 4+ peak learning rates, one grid for both families,
+    each run at the same elements per non-embedding parameter."""
+    from model.accounting import backbone_params
+    from model.sizes import get_size
+
+    specs = get_sweep("lr-sweep")
+    grid = {(s.cfg.family, s.cfg.size): set() for s in specs}
+    for s in specs:
+        grid[(s.cfg.family, s.cfg.size)].add(resolved(s.cfg).optim.lr)
+        assert s.cfg.D == 20 * backbone_params(get_size(s.cfg.size))
+    lrs = set(grid.values().__iter__().__next__())
+    assert len({size for _, size in grid}) >= 2 and len(lrs) >= 4
+    assert all(v == lrs for v in grid.values())  # the same grid everywhere
+    assert {1e-4, 3e-4} <= lrs  # the paper's two recipes are among them
