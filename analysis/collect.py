@@ -12,7 +12,8 @@ Columns: run, sweep, path, family, size, seed, D (elements actually trained on, 
 evals.json; the config budget if absent), D_budget, the three N (n_nonembedding,
 n_with_embeddings, n_with_patch), flops (what the run recorded, 6 * n_nonembedding * D) and
 flops_* for the other N definitions, step, every numeric key of evals.json (the metrics:
-listed by `metric_columns`), and the ablation knobs flattened as "model.<key>", "data.<key>".
+listed by `metric_columns`), the ablation knobs flattened as "model.<key>", "data.<key>", and
+optim.lr / optim.warmup_steps.
 
 Text -> image metrics ("t2i/...") enter the table only from runs scored under text -> image
 protocol T2I_PROTOCOL or later (evals.json "meta/t2i_protocol", written by evals/harness.py).
@@ -168,6 +169,8 @@ def load_run(run_dir: Path) -> dict:
             row[f"{section}.{k}"] = v
     for k in ("seq_len", "batch_rows", "precision"):
         row[k] = cfg.get(k)
+    for k in ("lr", "warmup_steps"):  # the recipe's scalars (the lr-sweep varies lr)
+        row[f"optim.{k}"] = (cfg.get("optim") or {}).get(k)
     return row
 
 

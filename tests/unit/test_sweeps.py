@@ -161,7 +161,7 @@ def test_lr_sweep_tries_the_same_learning_rates_for_both_families():
     for s in specs:
         grid[(s.cfg.family, s.cfg.size)].add(resolved(s.cfg).optim.lr)
         assert s.cfg.D == 20 * backbone_params(get_size(s.cfg.size))
-    lrs = set(grid.values().__iter__().__next__())
+    lrs = next(iter(grid.values()))
     assert len({size for _, size in grid}) >= 2 and len(lrs) >= 4
     assert all(v == lrs for v in grid.values())  # the same grid everywhere
     assert {1e-4, 3e-4} <= lrs  # the paper's two recipes are among them

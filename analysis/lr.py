@@ -1,0 +1,105 @@
+"""Which peak learning rate each family wants at toy scale, from an lr sweep's runs:
+
+    python analysis/lr.py results/lr-sweep [--json]
+
+Per family and size it prints the held-out losses at each learning rate of the grid, and per
+metric the best one. The best one is interpolated by a parabola in log10(lr) through the best
+grid point and its two neighbours, and flagged "edge" when the best point is at the end of
+the grid, where the optimum may lie beyond it. Per family and metric it then fits
+lr*(N) = a * N^b over the sizes, N non-embedding, as Porian et al. 2024 fit the learning rate
+against N. That is the documented rule for the sizes in between.
+
+Metrics: the text loss on held-out C4 (text_c4/lm, the same for both families) and each
+family's held-out image loss (Transfusion images_val/diffusion, Chameleon images_val/lm_image).
+They are reported apart because a learning rate good for one may be poor for the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from analysis.collect import collect
+
+METRICS = {"transfusion": ("text_c4/lm", "images_val/diffusion"), "chameleon": ("text_c4/lm", "images_val/lm_image")}
+
+
+def best_lr(lrs: list[float], values: list[float]) -> tuple[float, bool]:
+    """(interpolated best lr, at the grid's edge) for losses `values` at learning rates `lrs`
+    (sorted ascending): a parabola in log10(lr) through the best point and its neighbours."""
+    i = int(np.argmin(values))
+    if i == 0 or i == len(lrs) - 1:
+        return lrs[i], True
+    x = np.log10(lrs[i - 1:i + 2])
+    a, b, _ = np.polyfit(x, values[i - 1:i + 2], 2)
+    return (10 ** (-b / (2 * a)) if a > 0 else lrs[i]), False
+
+
+def lr_power_law(ns: list[float], lrs: list[float]) -> tuple[float, float]:
+    """(a, b) of lr = a * N^b, least squares in log-log (exact through two sizes)."""
+    b, log_a = np.polyfit(np.log(ns), np.log(lrs), 1)
+    return float(math.exp(log_a)), float(b)
+
+
+def analyse(table) -> dict:
+    out: dict = {}
+    for family, fam in table.groupby("family"):
+        res: dict = {"sizes": {}, "fits": {}}
+        for size, rows in fam.groupby("size"):
+            rows = rows.sort_values("optim.lr")
+            lrs = rows["optim.lr"].astype(float).tolist()
+            entry = {"N": float(rows["n_nonembedding"].iloc[0]), "lr": lrs}
+            for m in METRICS[family]:
+                vals = rows[m].astype(float).tolist()
+                lr_star, edge = best_lr(lrs, vals)
+                entry[m] = {"values": vals, "best_lr": lr_star, "edge": edge}
+            res["sizes"][size] = entry
+        for m in METRICS[family]:
+            pts = sorted((e["N"], e[m]["best_lr"]) for e in res["sizes"].values())
+            if len(pts) >= 2:
+                a, b = lr_power_law([p[0] for p in pts], [p[1] for p in pts])
+                res["fits"][m] = {"a": a, "b": b, "sizes": len(pts)}
+        out[family] = res
+    return out
+
+
+def to_markdown(res: dict) -> str:
+    lines = []
+    for family, r in res.items():
+        lines.append(f"### {family}")
+        for size, e in r["sizes"].items():
+            head = "| metric | " + " | ".join(f"lr {lr:g}" for lr in e["lr"]) + " | best lr |"
+            lines += [f"{size} (N = {e['N']:,.0f})", "", head, "|" + "---|" * (len(e["lr"]) + 2)]
+            for m in METRICS[family]:
+                v = e[m]
+                lines.append(f"| {m} | " + " | ".join(f"{x:.4f}" for x in v["values"]) +
+                             f" | {v['best_lr']:.3g}{' (edge)' if v['edge'] else ''} |")
+            lines.append("")
+        for m, f in r["fits"].items():
+            lines.append(f"- {m}: lr*(N) = {f['a']:.3g} * N^{f['b']:.3f} (over {f['sizes']} sizes)")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    table, skipped = collect([args.results])
+    if table.empty or "optim.lr" not in table:
+        print(f"error: no finished runs with a learning rate under {args.results}: python grid/launch.py "
+              "--sweep lr-sweep", file=sys.stderr)
+        return 2
+    res = analyse(table)
+    print(json.dumps(res, indent=1) if args.json else to_markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
