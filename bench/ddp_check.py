@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # The rendezvous address for this check only: left behind, it would leak into whatever this
+    # process starts later (a SLURM job inherits it and submitit refuses to overwrite it).
+    saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     td.init_process_group(backend, rank=0, world_size=1)
     try:
@@ -64,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     finally:
         td.destroy_process_group()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 if __name__ == "__main__":

@@ -137,6 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--lucidrains", action="store_true", help="also time lucidrains' Transfusion (if installed)")
     args = ap.parse_args(argv)
+    caller_threads = torch.get_num_threads()
+    try:
+        _run(args)
+    finally:  # a caller in the same process (a test) keeps its own thread count
+        torch.set_num_threads(caller_threads)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         peak = measure_matmul_peak("cpu", torch.float32)
@@ -151,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             other["suite_speedup"] = suite["elements_per_s"] / other["elements_per_s"]
             print(json.dumps(to_json_floats(other)), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

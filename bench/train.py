@@ -122,8 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(ap)
     args = ap.parse_args(argv)
     device, dtype = resolve_device(args.device), DTYPES[args.dtype]
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    caller_threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        _run(args, device, dtype)
+    finally:  # a caller in the same process (a test) keeps its own thread count
+        torch.set_num_threads(caller_threads)
+    return 0
+
+
+def _run(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
     peak = measure_matmul_peak(device, dtype, seconds=args.peak_seconds)
     run = {"device": str(device), "dtype": args.dtype, "compile": args.compile, "patch": args.patch,
            "seq_len": args.seq_len, "batch": args.batch, "steps": args.steps, "threads": torch.get_num_threads(),
@@ -132,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.families.split(","):
             res = bench_size(name.strip(), size.strip(), args, device, dtype, peak)
             print(json.dumps(to_json_floats({**res, **run})), flush=True)
-    return 0
 
 
 if __name__ == "__main__":

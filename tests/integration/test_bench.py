@@ -97,7 +97,9 @@ def test_decode_compares_cached_and_uncached(capsys):
 def test_reference_splits_the_step_and_reports_mfu(capsys):
     from bench import reference
 
+    threads = torch.get_num_threads()
     assert reference.main(["--threads", "1", "--steps", "1", "--warmup", "0"]) == 0
+    assert torch.get_num_threads() == threads  # the caller's thread count is back
     (out,) = _json_lines(capsys)
     assert out["impl"] == "suite" and out["threads"] == 1 and out["elements_per_step"] == 800
     parts = ("data_s", "pack_s", "mask_s", "forward_s", "backward_s", "optimizer_s")
@@ -109,9 +111,13 @@ def test_reference_splits_the_step_and_reports_mfu(capsys):
 def test_ddp_check_passes_with_gloo(capsys):
     from bench import ddp_check
 
+    import os
+
+    before = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
     assert ddp_check.main(["--device", "cpu"]) == 0
     (out,) = _json_lines(capsys)
     assert out["backend"] == "gloo" and out["ok"] and out["loss"] == out["loss_ddp"]
+    assert {k: os.environ.get(k) for k in before} == before  # nothing leaks into later jobs
 
 
 def test_gpu_check_skips_cleanly_without_a_gpu():
