@@ -6,7 +6,8 @@ Per family and size it prints the held-out losses at each learning rate of the g
 metric the best one. The best one is interpolated by a parabola in log10(lr) through the best
 grid point and its two neighbours, and flagged "edge" when the best point is at the end of
 the grid, where the optimum may lie beyond it. Per family and metric it then fits
-lr*(N) = a * N^b over the sizes, N non-embedding, as Porian et al. 2024 fit the learning rate
+lr*(N) = a * N^b over the sizes whose optimum is interior (an edge is a bound, not a value),
+N non-embedding, as Porian et al. 2024 fit the learning rate
 against N. That is the documented rule for the sizes in between.
 
 Metrics: the text loss on held-out C4 (text_c4/lm, the same for both families) and each
@@ -60,10 +61,15 @@ def analyse(table) -> dict:
                 entry[m] = {"values": vals, "best_lr": lr_star, "edge": edge}
             res["sizes"][size] = entry
         for m in METRICS[family]:
-            pts = sorted((e["N"], e[m]["best_lr"]) for e in res["sizes"].values())
+            # An optimum at the grid's edge is a bound, not a value: it does not enter the fit.
+            pts = sorted((e["N"], e[m]["best_lr"]) for e in res["sizes"].values() if not e[m]["edge"])
+            edges = sorted(size for size, e in res["sizes"].items() if e[m]["edge"])
             if len(pts) >= 2:
                 a, b = lr_power_law([p[0] for p in pts], [p[1] for p in pts])
-                res["fits"][m] = {"a": a, "b": b, "sizes": len(pts)}
+                res["fits"][m] = {"a": a, "b": b, "sizes": len(pts), "left_out_at_edge": edges}
+            else:
+                res["fits"][m] = {"none": f"{len(pts)} size(s) with an interior optimum; at the grid's edge: "
+                                          f"{', '.join(edges) or '-'} (widen the grid there)"}
         out[family] = res
     return out
 
@@ -81,7 +87,10 @@ def to_markdown(res: dict) -> str:
                              f" | {v['best_lr']:.3g}{' (edge)' if v['edge'] else ''} |")
             lines.append("")
         for m, f in r["fits"].items():
-            lines.append(f"- {m}: lr*(N) = {f['a']:.3g} * N^{f['b']:.3f} (over {f['sizes']} sizes)")
+            if "none" in f:
+                lines.append(f"- {m}: no lr*(N) fit: {f['none']}")
+            else:
+                lines.append(f"- {m}: lr*(N) = {f['a']:.3g} * N^{f['b']:.3f} (over {f['sizes']} sizes)")
         lines.append("")
     return "\n".join(lines)
 

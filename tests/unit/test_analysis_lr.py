@@ -47,6 +47,15 @@ def test_recovers_the_optimum_per_size_and_its_power_law(tmp_path):
     assert main([str(tmp_path)]) == 0
 
 
+def test_an_optimum_at_the_grid_edge_is_not_fitted(tmp_path):
+    for size, n in (("cpu-a", 1e5), ("cpu-b", 4e5)):
+        for lr in (1e-4, 3e-4, 1e-3):
+            _write_run(tmp_path, "transfusion", size, n, lr, 3.0 - math.log10(lr))  # still falling at 1e-3
+    table, _ = collect([tmp_path])
+    fit = analyse(table)["transfusion"]["fits"]["text_c4/lm"]
+    assert "none" in fit and "cpu-a, cpu-b" in fit["none"]
+
+
 def test_no_runs_is_a_one_line_error(tmp_path, capsys):
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
