@@ -13,6 +13,11 @@ against N. That is the documented rule for the sizes in between.
 Metrics: the text loss on held-out C4 (text_c4/lm, the same for both families) and each
 family's held-out image loss (Transfusion images_val/diffusion, Chameleon images_val/lm_image).
 They are reported apart because a learning rate good for one may be poor for the other.
+
+Both families' interior C4 optima are also fitted together ("shared": one law for both, what
+grid/toy_lr.py uses, so that a comparison of families holds the learning rate fixed). Per size
+and family it reports what sharing costs: the parabola's C4 loss at the shared rate minus its
+minimum (nats per token; the parabola is the one through the best grid point's neighbourhood).
 """
 
 from __future__ import annotations
@@ -39,6 +44,38 @@ def best_lr(lrs: list[float], values: list[float]) -> tuple[float, bool]:
     x = np.log10(lrs[i - 1:i + 2])
     a, b, _ = np.polyfit(x, values[i - 1:i + 2], 2)
     return (10 ** (-b / (2 * a)) if a > 0 else lrs[i]), False
+
+
+def loss_at(lrs: list[float], values: list[float], lr: float) -> float:
+    """The C4 loss at `lr` read off the parabola in log10(lr) through the best grid point and its
+    neighbours (the one best_lr takes its vertex from); nan for an optimum at the grid's edge."""
+    i = int(np.argmin(values))
+    if i == 0 or i == len(lrs) - 1:
+        return float("nan")
+    coef = np.polyfit(np.log10(lrs[i - 1:i + 2]), values[i - 1:i + 2], 2)
+    return float(np.polyval(coef, math.log10(lr)))
+
+
+SHARED_METRIC = "text_c4/lm"
+
+
+def shared_fit(res: dict) -> dict:
+    """One lr*(N) law over both families' interior optima of SHARED_METRIC, and per family and
+    size the cost of using it instead of the family's own optimum."""
+    pts = [(e["N"], e[SHARED_METRIC]["best_lr"]) for r in res.values() for e in r["sizes"].values()
+           if not e[SHARED_METRIC]["edge"]]
+    if len({n for n, _ in pts}) < 2:
+        return {"none": f"{len(pts)} interior optimum/optima over fewer than 2 sizes"}
+    a, b = lr_power_law([p[0] for p in pts], [p[1] for p in pts])
+    cost = {}
+    for family, r in res.items():
+        for size, e in r["sizes"].items():
+            lr = a * e["N"] ** b
+            m = e[SHARED_METRIC]
+            own = min(m["values"]) if m["edge"] else loss_at(e["lr"], m["values"], m["best_lr"])
+            cost[f"{family} {size}"] = {"lr": lr, "own_lr": m["best_lr"], "edge": m["edge"],
+                                        "cost": loss_at(e["lr"], m["values"], lr) - own}
+    return {"a": a, "b": b, "points": len(pts), "cost": cost}
 
 
 def lr_power_law(ns: list[float], lrs: list[float]) -> tuple[float, float]:
@@ -71,12 +108,16 @@ def analyse(table) -> dict:
                 res["fits"][m] = {"none": f"{len(pts)} size(s) with an interior optimum; at the grid's edge: "
                                           f"{', '.join(edges) or '-'} (widen the grid there)"}
         out[family] = res
+    if out:
+        out["shared"] = shared_fit(out)
     return out
 
 
 def to_markdown(res: dict) -> str:
     lines = []
     for family, r in res.items():
+        if family == "shared":
+            continue
         lines.append(f"### {family}")
         for size, e in r["sizes"].items():
             head = "| metric | " + " | ".join(f"lr {lr:g}" for lr in e["lr"]) + " | best lr |"
@@ -92,6 +133,16 @@ def to_markdown(res: dict) -> str:
             else:
                 lines.append(f"- {m}: lr*(N) = {f['a']:.3g} * N^{f['b']:.3f} (over {f['sizes']} sizes)")
         lines.append("")
+    sh = res.get("shared", {})
+    if "none" in sh:
+        lines.append(f"shared {SHARED_METRIC} law: none ({sh['none']})")
+    elif sh:
+        lines += [f"shared {SHARED_METRIC} law, both families: lr*(N) = {sh['a']:.3g} * N^{sh['b']:.3f} "
+                  f"(over {sh['points']} interior optima)", "",
+                  "| run | shared lr | own best lr | C4 loss cost of sharing (nats) |", "|---|---|---|---|"]
+        for k, c in sh["cost"].items():
+            own = f"{c['own_lr']:.3g}{' (edge)' if c['edge'] else ''}"
+            lines.append(f"| {k} | {c['lr']:.3g} | {own} | {c['cost']:.4f} |")
     return "\n".join(lines)
 
 

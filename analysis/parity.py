@@ -12,8 +12,11 @@ whether A's trendline improves with compute at all (if it does not, the ratio is
 
 `ratio_at(C)` is the same comparison at any compute, with B's trendline value at C as target.
 Bootstrap intervals resample A's runs, refit A's trendline and recompute the ratio; B's
-largest run (its compute and measured result) is the fixed target, so B's trendline, which
-the ratio does not use, needs no resampling.
+largest run (its compute and measured result) is the target, so B's trendline, which the ratio
+does not use, needs no resampling. With `seed_sigma` (analysis/seeds.py: the log-space spread
+of one run's metric across seeds) each resample also redraws the target as
+y_B * exp(seed_sigma * z / sqrt(m)), z standard normal, m the runs averaged at B's largest
+compute, so the interval covers the seed noise of the run compared against.
 """
 
 from __future__ import annotations
@@ -58,13 +61,15 @@ def _ratio(fit_a: dict, y_target: float, c_target: float, higher: bool) -> float
 
 
 def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "transfusion", b: str = "chameleon",
-           c_col: str = DEFAULT_C, higher_is_better: bool = False, bootstrap_k: int = 0, seed: int = 0) -> dict:
+           c_col: str = DEFAULT_C, higher_is_better: bool = False, bootstrap_k: int = 0, seed: int = 0,
+           seed_sigma: float = 0.0) -> dict:
     """Parity FLOP ratio of family a against family b's largest run -> dict.
 
     Keys: ratio, C_b (B's largest compute), y_b (its result; the mean if several runs share that
     compute), C_a_needed, fit_a, fit_b (trendlines), note (why ratio is NaN, or that it is
     extrapolated beyond the computes A was run at, with extrapolated=True), and with
-    bootstrap_k > 0: interval [lo, hi] (95%, percentile) and bootstrap counts.
+    bootstrap_k > 0: interval [lo, hi] (95%, percentile) and bootstrap counts (seed_sigma: see the
+    module docstring; nan or 0 leaves the target fixed).
     """
     (ca, ya), (cb, yb) = _families(df, metric, family_col, a, b, c_col)
     fit_a, fit_b = fit_trendline(ca, ya), fit_trendline(cb, yb)
@@ -83,13 +88,17 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
         res["note"] = (f"extrapolated: {a} would need C={res['C_a_needed']:.3g}, outside its runs' "
                        f"[{ca.min():.3g}, {ca.max():.3g}]")
     if bootstrap_k > 0:
+        sigma = seed_sigma if seed_sigma and math.isfinite(seed_sigma) else 0.0
+        jitter = np.random.default_rng(seed + 1).standard_normal(bootstrap_k) * sigma / math.sqrt(int((cb == c_top).sum()))
+        draws = iter(jitter)
+
         def refit(idx: np.ndarray) -> dict:
             fa = fit_trendline(ca[idx], ya[idx])
-            return {"ratio": _ratio(fa, y_top, c_top, higher_is_better)}
+            return {"ratio": _ratio(fa, y_top * math.exp(next(draws)), c_top, higher_is_better)}
 
         samples = [s["ratio"] for s in bootstrap(refit, len(ca), bootstrap_k, seed=seed)]
         finite = np.array([s for s in samples if math.isfinite(s)])
-        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": int(len(finite))}
+        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": int(len(finite)), "seed_sigma": sigma}
         if len(finite):
             res["interval"] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
     return res

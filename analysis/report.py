@@ -36,6 +36,7 @@ from analysis.collect import collect, metric_columns, read_curve
 from analysis.fit import FitError, budget_ids, fit_chinchilla, fit_isoflop, fit_power, fit_trendline
 from analysis.metrics import direction, order_metrics
 from analysis.parity import parity
+from analysis.seeds import seed_sigma
 from analysis.tables import ABLATION_KNOBS, ablation_table, main_metrics, table3, to_latex, to_markdown
 
 FLOORS_NOTE = ("Each cell shows a metric's value, its 95% interval in brackets where the run recorded one, and in "
@@ -172,18 +173,22 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
             pars = {}
             for m in ms:
                 higher, known = direction(m)
-                p = _try(parity, g, m, "family", FAMILIES[0], FAMILIES[1], c_col, higher, bootstrap_k)
+                p = _try(parity, g, m, "family", FAMILIES[0], FAMILIES[1], c_col, higher, bootstrap_k,
+                         seed_sigma=seed_sigma(g, m))
                 if "error" not in p:
                     pars[m] = p
                 parity_rows.append({"sweep": sweep, "metric": m, "higher_is_better": higher, "direction_known": known,
                                     "ratio": p.get("ratio"), "lo": p.get("interval", [None, None])[0],
                                     "hi": p.get("interval", [None, None])[1], "C_b": p.get("C_b"), "y_b": p.get("y_b"),
+                                    "seed_sigma": p.get("bootstrap", {}).get("seed_sigma"),
                                     "note": p.get("note") or p.get("error", "")})
             rep.add("h2", f"Scaling sweep {sweep}")
             t3 = table3(g, ms, pars, c_col)
             (out / f"table3_{sweep}.md").write_text(to_markdown(t3))
             (out / f"table3_{sweep}.tex").write_text(to_latex(t3, f"Largest runs and parity FLOP ratios ({sweep})", f"tab:table3-{sweep}"))
-            rep.add("table", t3, "Table 3 analogue: largest run of each family; parity FLOP ratio transfusion/chameleon with 95% bootstrap interval")
+            rep.add("table", t3, "Table 3 analogue: largest run of each family; parity FLOP ratio transfusion/chameleon with 95% bootstrap "
+                               "interval (Transfusion's runs resampled, the target redrawn with the seed noise measured "
+                               "across the smallest size's seeds; analysis/seeds.py)")
             rep.step(f"{sweep}: figures")
             rep.add("img", plots.figure5(g, ms, fits["trendline"], pars, out / f"figure5_{sweep}", c_col), "Figure 5 analogue")
             curves = {r: read_curve(Path(p)) for r, p in zip(g["run"], g["path"])}

@@ -186,8 +186,8 @@ class MixedStream:
             return [Text(ids)]
         image, captions = self.pairs.next()
         # Three draws per pair whatever the outcome, so the stream's RNG does not depend on it.
-        pick = min(int(self._uniform() * len(captions)), len(captions) - 1)
-        first, drop = self._uniform(), self._uniform()
+        u, first, drop = self._uniform(), self._uniform(), self._uniform()
+        pick = min(int(u * len(captions)), len(captions) - 1) if self.cfg.captions == "all" else 0
         if drop < self.cfg.caption_dropout:
             self.pair_elements += self.patches + 4  # BOS, BOI, EOI, EOS
             return [Image(image)]

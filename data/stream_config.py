@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+CAPTION_CHOICES = ("all", "first")
+
+
 @dataclass
 class StreamConfig:
     seq_len: int = 256
@@ -17,6 +20,10 @@ class StreamConfig:
     # paper does not state a rate, and without dropout that branch saw only image-first pairs,
     # whose noise limit kept it from ever training above t = 500).
     caption_dropout: float = 0.1
+    # Which of an image's captions a pair trains on: "all" draws one of them uniformly per pair;
+    # "first" always takes the first (for the shapes world its full description, a function of
+    # the scene, so the image determines the caption; for real sets their first reference).
+    captions: str = "all"
     seed: int = 0
 
     def validate(self) -> None:
@@ -26,5 +33,7 @@ class StreamConfig:
             raise ValueError(f"caption_first={self.caption_first} must be in [0, 1]")
         if not 0.0 <= self.caption_dropout <= 1.0:
             raise ValueError(f"caption_dropout={self.caption_dropout} must be in [0, 1]")
+        if self.captions not in CAPTION_CHOICES:
+            raise ValueError(f"captions={self.captions!r}: valid: {', '.join(CAPTION_CHOICES)}")
         if self.batch_rows < 1:
             raise ValueError(f"batch_rows={self.batch_rows} must be >= 1")

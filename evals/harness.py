@@ -23,7 +23,10 @@ evals/caption_truth.py, the diagnostics in evals/conditioning.py.
 Images are sampled with guidance cfg_scale (paper: 5 for the family comparison, 3 for the
 ablations) and, for Transfusion, `sampler` over `sampler_steps` steps (paper: 250; the demo uses
 DDIM 25) with x0_hat clamped to the autoencoder's latent range (evals/sampling.py; clip_x0).
-Held-out images come from `split` ("test"; the trainer's own held-out losses use val).
+Held-out images come from `split` ("test"; the trainer's own held-out losses use val). Their
+references follow the run's caption policy (`captions`, data/stream_config.py): "first" keeps
+each image's first caption only, the one such a run trained on, for FID prompts, the caption
+references and the diagnostics; GenEval's prompts are its own categories whatever the policy.
 "meta/..." keys are records, not results: the FID network's hash, the resolved config, the
 clamp, per-benchmark seconds, and meta/t2i_protocol (T2I_PROTOCOL: "2" since the sampler clamp,
 the 1,000-image FID/KID and the floors; results without it came from the faulty sampler of
@@ -59,6 +62,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data.embedded import EmbeddedData
+from data.stream_config import CAPTION_CHOICES
 from evals import captions as captions_mod
 from evals import compositional, conditioning, distances, floors, fid as fid_mod, text as text_mod
 from evals.caption_truth import truth_rates
@@ -79,8 +83,8 @@ class _Context:
     held-out images and autoencoder, and the text -> image samples (FID and CLIP use the same)."""
 
     def __init__(self, model: nn.Module, family: Family, data: EmbeddedData, dataset: str,
-                 cfg: EvalConfig, log: Callable[[str], None], clip_x0: float | None) -> None:
-        self.model, self.family, self.data, self.dataset = model, family, data, dataset
+                 cfg: EvalConfig, log: Callable[[str], None], clip_x0: float | None, captions: str) -> None:
+        self.model, self.family, self.data, self.dataset, self.captions = model, family, data, dataset, captions
         self.cfg, self.log = cfg, log
         self.device = next(model.parameters()).device
         self.tok = data.tokenizer
@@ -93,6 +97,8 @@ class _Context:
     def held_out(self) -> dict:
         if self._held_out is None:
             self._held_out = self.data.image_set(self.dataset, self.cfg.split)
+            if self.captions == "first":
+                self._held_out = {**self._held_out, "captions": [refs[:1] for refs in self._held_out["captions"]]}
         return self._held_out
 
     @property
@@ -266,11 +272,13 @@ def _brief(res: dict) -> str:
 
 
 def evaluate(model: nn.Module, family: Family, data: EmbeddedData, dataset: str,
-             cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None) -> dict:
+             cfg: EvalConfig | None = None, log: Callable[[str], None] | None = None, captions: str = "all") -> dict:
     """Run cfg.benchmarks on a model of `family` (model/family.py) and return flat
-    {key: value}: floats, plus records under "meta/"."""
+    {key: value}: floats, plus records under "meta/". `captions`: the run's caption policy."""
     cfg = cfg or EvalConfig()
     cfg.validate()
+    if captions not in CAPTION_CHOICES:
+        raise ValueError(f"captions={captions!r}: valid: {', '.join(CAPTION_CHOICES)}")
     if log is None:
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if cfg.progress else (lambda s: None)
     samples_images = bool({"fid", "geneval", "clip"} & set(cfg.benchmarks))
@@ -280,7 +288,7 @@ def evaluate(model: nn.Module, family: Family, data: EmbeddedData, dataset: str,
     if family.diffusion is not None and samples_images:  # the clamp is on diffusion's x0_hat
         clip_x0 = latent_range(data, dataset) if cfg.clip_x0 < 0 else (cfg.clip_x0 or None)
         out["meta/clip_x0"] = clip_x0 if clip_x0 is not None else "off"
-    ctx = _Context(model, family, data, dataset, cfg, log, clip_x0)
+    ctx = _Context(model, family, data, dataset, cfg, log, clip_x0, captions)
     devices = [ctx.device] if ctx.device.type == "cuda" else []
     was_training, threads = model.training, torch.get_num_threads()
     model.eval()

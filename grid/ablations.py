@@ -10,5 +10,8 @@ ABLATION_KNOBS: dict[str, tuple[str, ...]] = {
     "ablation-lambda": ("model.lambda_diffusion",),
     "ablation-text-only": ("family", "data.text_share"),
 }
+# Keys that follow a varied knob rather than vary on their own: across sizes a run keeps its
+# elements per parameter and takes its size's toy learning rate.
+FOLLOWS: dict[str, tuple[str, ...]] = {"ablation-encoder-size": ("D", "optim.lr")}
 PAPER_TABLE = {"ablation-text-only": 4, "ablation-attention": 5, "ablation-patch": 6,
                "ablation-encoder-size": 7, "ablation-noise-limit": 8}

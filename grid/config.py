@@ -89,6 +89,7 @@ class DataConfig:
     text_share: float = StreamConfig.text_share
     caption_first: float = StreamConfig.caption_first
     caption_dropout: float = StreamConfig.caption_dropout  # pairs trained as the image alone (guidance)
+    captions: str = StreamConfig.captions  # "all" | "first": which of an image's captions a pair trains on
 
 
 @dataclass
@@ -155,7 +156,8 @@ def stream_config(cfg: RunConfig) -> StreamConfig:
     """The data stream's config (one seed per run: data order follows the run seed)."""
     d = cfg.data
     return StreamConfig(seq_len=cfg.seq_len, batch_rows=cfg.batch_rows, text_share=d.text_share,
-                        caption_first=d.caption_first, caption_dropout=d.caption_dropout, seed=cfg.seed)
+                        caption_first=d.caption_first, caption_dropout=d.caption_dropout, captions=d.captions,
+                        seed=cfg.seed)
 
 
 def resolved(cfg: RunConfig) -> RunConfig:

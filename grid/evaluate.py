@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         explicit = {item.partition("=")[0].strip() for item in args.overrides}
         cfg = overrides if "text_context" in explicit else \
             dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
-        results = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset, cfg)
+        results = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset, cfg,
+                           captions=trained.cfg.data.captions)
         results["meta/eval_step"] = trained.step
         merge_evals(args.run_dir, results)
     except (ValueError, FileNotFoundError, ImportError) as exc:

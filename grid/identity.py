@@ -9,8 +9,11 @@ generators and resume exactly, STYLE 8), eval (benchmark settings: `python -m gr
 re-scores a finished run with others), device, compile and parallel (the same numbers up to
 float reassociation), and the model knobs that only another family reads (model/spec.py's
 `own_knobs`: for Chameleon image_attention, patch_*, unet_channels, lambda_diffusion,
-noise_limit, prediction). precision stays in: bf16 changes results. Adding a field to
-RunConfig changes every id; keep that in mind for committed results.
+noise_limit, prediction). precision stays in: bf16 changes results.
+
+A field added to RunConfig after runs were committed is listed in ADDED_LATER with the value
+every earlier run had implicitly: at that value it stays out of the hash, so earlier runs keep
+their ids and finished results stay valid; any other value is hashed like every other field.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from grid.family import foreign_knobs
 from grid.merge import to_dict
 
 NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval")
+# key -> the behaviour runs had before the key existed (module docstring).
+ADDED_LATER = {"data.captions": "all"}
 
 
 def _short(n: int) -> str:
@@ -35,7 +40,7 @@ def _short(n: int) -> str:
 def id_fields(cfg: RunConfig) -> dict:
     """The resolved config as hashed: NOT_IN_ID and the family's foreign knobs removed."""
     d = to_dict(resolved(from_dict(to_dict(cfg))))  # from_dict normalises types (lr=1 -> 1.0)
-    for key in NOT_IN_ID:
+    for key in NOT_IN_ID + tuple(k for k, old in ADDED_LATER.items() if _get(d, k) == old):
         *parents, leaf = key.split(".")
         node = d
         for p in parents:
@@ -43,6 +48,12 @@ def id_fields(cfg: RunConfig) -> dict:
         del node[leaf]
     for key in foreign_knobs(cfg.family):
         del d["model"][key]
+    return d
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d[part]
     return d
 
 

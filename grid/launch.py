@@ -33,7 +33,8 @@ from pathlib import Path
 
 from grid.config import ConfigError, resolved
 from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_state, write_run_config
-from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
+from grid.sweeps import GPU_FLOPS, SWEEPS, RunSpec, estimated_seconds, get_sweep, sweep_specs, sweep_wall_seconds
+from model.sizes import CPU_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
@@ -41,7 +42,9 @@ SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, 
 
 
 def describe(specs: list[RunSpec]) -> list[dict]:
-    """One row per run: id, family, size, N (non-embedding), D, 6ND FLOPs, resources."""
+    """One row per run: id, family, size, seed, N (non-embedding), D, D / N, 6ND FLOPs, the peak
+    learning rate (resolved), the estimated wall seconds (grid/sweeps.estimated_seconds) and the
+    resources."""
     from model.accounting import backbone_params
     from model.sizes import get_size
 
@@ -49,9 +52,25 @@ def describe(specs: list[RunSpec]) -> list[dict]:
     for spec in specs:
         cfg = resolved(spec.cfg)
         n = backbone_params(get_size(cfg.size))
-        rows.append({"run_id": spec.run_id, "family": cfg.family, "size": cfg.size, "N": n, "D": cfg.D,
-                     "flops": 6 * n * cfg.D, "resources": asdict(spec.resources)})
+        rows.append({"run_id": spec.run_id, "family": cfg.family, "size": cfg.size, "seed": cfg.seed, "N": n,
+                     "D": cfg.D, "elements_per_param": round(cfg.D / n, 2), "flops": 6 * n * cfg.D,
+                     "lr": cfg.optim.lr, "estimated_s": round(estimated_seconds(cfg)),
+                     "resources": asdict(spec.resources)})
     return rows
+
+
+def _print_total(specs: list[RunSpec], rows: list[dict]) -> None:
+    """The sweep's estimated time: on this machine's cores with the local launcher (CPU sizes),
+    or GPU-hours (paper sizes)."""
+    cpu = [s for s in specs if s.cfg.size in CPU_SIZES]
+    if cpu:
+        cores = os.cpu_count() or 1
+        print(f"[dry-run] {len(specs)} runs; estimated {sweep_wall_seconds(cpu, cores) / 60:.0f} min on this "
+              f"machine's {cores} core(s) with --executor local, evaluation included")
+    gpu_h = sum(r["estimated_s"] * r["resources"]["nodes"] * r["resources"]["gpus_per_node"]
+                for r, s in zip(rows, specs) if s.cfg.size not in CPU_SIZES) / 3600
+    if gpu_h:
+        print(f"[dry-run] {len(specs)} runs; estimated {gpu_h:,.0f} GPU-hours at {GPU_FLOPS:.0e} FLOP/s per GPU")
 
 
 def _progress(states: dict[str, str], start: float, total: int) -> str:
@@ -192,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for r in rows:
                 res = r["resources"]
-                print(f"{r['run_id']:52s} N={r['N']:>12,d} D={r['D']:>16,d} C={r['flops']:.3g}  "
-                      f"{res['nodes']}x{res['gpus_per_node']} GPU, {res['cpus_per_task']} CPU/task, {res['time_min']} min")
+                print(f"{r['run_id']:52s} N={r['N']:>12,d} D={r['D']:>16,d} D/N={r['elements_per_param']:<7g} "
+                      f"C={r['flops']:.3g} lr={r['lr']:.2g}  {res['nodes']}x{res['gpus_per_node']} GPU, "
+                      f"{res['cpus_per_task']} CPU/task, {res['time_min']} min")
+            _print_total(list(specs.values()), rows)
         return 0
     (args.results_dir / args.sweep).mkdir(parents=True, exist_ok=True)
     todo = [rid for rid, s in states.items() if s in ("new", "running", "preempted")

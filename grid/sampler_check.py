@@ -70,7 +70,8 @@ def check(run_dir: str | Path, images: int = 1000, rms_images: int = 256, log=No
         family.diffusion = (PreFixDiffusion if variant == "pre-fix" else Diffusion)(trained.family.diffusion.cfg)
         clamp = out["latent_range"] if variant == "grid+clamp" else None
         cfg = dataclasses.replace(base, clip_x0=clamp or 0.0)
-        res = {k: v for k, v in evaluate(model, family, data, dataset, cfg).items() if k.startswith("t2i/")}
+        res = {k: v for k, v in evaluate(model, family, data, dataset, cfg, captions=trained.cfg.data.captions).items()
+               if k.startswith("t2i/")}
         res["latent_rms"] = _latent_rms(model, family, data, dataset, base, clamp, rms_images)
         res["seconds"] = round(time.time() - start, 1)
         out[variant] = res

@@ -16,15 +16,28 @@ of the machine's matmul peak that depends on the size and the family, so CPU_SPE
 elements/s per FLOP/s of one thread's fp32 matmul peak (grid/machine.cpu_peak, measured at
 launch), from bench.train at seq 256, batch 8, one thread per process as the local launcher
 runs them (bench/RESULTS.md, 2026-12-02, peak 1.0e11 FLOP/s). Sizes past cpu-6.4M assume
-cpu-6.4M's 6N MFU. Evaluation adds EVAL_SECONDS at that peak, scaled the same way. The local
+cpu-6.4M's 6N MFU. Evaluation adds `eval_seconds` at that peak, scaled the same way. The local
 launcher runs one process per core, so a sweep's wall time is the sum over its runs divided
-by the cores (`sweep_wall_seconds`). At the calibration peak on 2 cores:
+by the cores (`sweep_wall_seconds`; tests/unit/test_sweeps.py holds every CPU sweep to its
+budget). The toy sweeps (issue 14) train every size on 5, 16 and 50 elements per
+non-embedding parameter (TOY_ELEMENTS_PER_PARAM; compute-optimal is ~20), both families at
+the toy learning rate of grid/toy_lr.py (tuned at toy scale by `lr-sweep`, one law for both
+families), and a second seed at the smallest size. At the calibration peak on 2 cores:
 
-    demo       3 sizes x 3 budgets (0.2/0.4/0.8M elements) x 2 families = 18 runs: ~13 minutes
-               (measured before this calibration: 12 min 18 s).
-    toy-paper  5 sizes (cpu-0.11M .. cpu-6.4M) x 4 budgets (0.25/0.5/1/2M) x 2 families = 40
-               runs: ~1.5 hours.
-    ablation-* at cpu-0.8M, D = 1M unless the ablation varies size: ~3 core-minutes per run.
+    demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~18 min
+    toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1: 30 runs,
+                       ~3.0 h (cpu-0.8M is 70% of it)
+    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~43 min
+    lr-sweep           4 sizes x 6 learning rates x 2 families at 20 elements per parameter: 48
+                       runs, ~78 min
+    world-calibration  3 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 6 runs, ~29 min
+    ablation-*         cpu-0.11M at 50 elements per parameter (encoder-size: 3 sizes): 4-26 min
+
+`python grid/launch.py --sweep NAME --dry-run` prints each on this machine. Where a time budget
+(issue 14: demo 15 minutes, toy-paper 3 hours, an ablation 30 minutes) and the regime
+conflicted, the budget gave way: the demo's three sizes at 5-50 elements per parameter, with two
+seeds and 1,000-image FIDs, take ~18 minutes even with the two sizes below cpu-0.11M added for
+it; a machine with a slower peak (this one's is 8.5e10) takes proportionally longer.
 
 The paper sweep's resources come from 6ND at an assumed GPU_FLOPS per GPU; SLURM jobs are
 capped at MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
@@ -41,19 +54,30 @@ from grid.config import DataConfig, ModelKnobs, RunConfig, apply_overrides
 from grid.family import FAMILIES
 from grid.identity import run_id
 from grid.machine import cpu_peak
+from grid.toy_lr import toy_lr
 from evals.config import EvalConfig
 from model.accounting import backbone_params
 from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
 
 # Elements/s per FLOP/s of one thread's fp32 matmul peak (module docstring; bench/RESULTS.md).
+# cpu-0.027M and cpu-0.056M: the median elements/s of results/lr-sweep's finished runs there (two
+# processes on 2 cores, 2026-12-02, one-thread peak 8.5e10), per FLOP/s of that peak; below
+# 0.11M a step is mostly per-op overhead, the embedding and the 2,048-id head, so they are
+# little faster than cpu-0.11M (Chameleon not at all).
 CPU_SPEED = {
-    "transfusion": {"cpu-0.11M": 2.79e-7, "cpu-0.33M": 1.48e-7, "cpu-0.8M": 8.5e-8, "cpu-2.7M": 3.4e-8,
-                    "cpu-6.4M": 1.55e-8},
-    "chameleon": {"cpu-0.11M": 1.65e-7, "cpu-0.33M": 1.04e-7, "cpu-0.8M": 7.1e-8, "cpu-2.7M": 2.9e-8,
-                  "cpu-6.4M": 1.45e-8},
+    "transfusion": {"cpu-0.027M": 3.24e-7, "cpu-0.056M": 1.93e-7, "cpu-0.11M": 2.79e-7, "cpu-0.33M": 1.48e-7,
+                    "cpu-0.8M": 8.5e-8, "cpu-2.7M": 3.4e-8, "cpu-6.4M": 1.55e-8},
+    "chameleon": {"cpu-0.027M": 1.31e-7, "cpu-0.056M": 1.18e-7, "cpu-0.11M": 1.65e-7, "cpu-0.33M": 1.04e-7,
+                  "cpu-0.8M": 7.1e-8, "cpu-2.7M": 2.9e-8, "cpu-6.4M": 1.45e-8},
 }
 CALIBRATION_PEAK = 1.0e11  # FLOP/s: one thread's fp32 matmul peak where CPU_SPEED was measured
-EVAL_SECONDS = 45.0  # per run at CALIBRATION_PEAK: the benchmarks at cpu-0.8M (~41 s measured) + start-up
+# Seconds per run at CALIBRATION_PEAK for the default benchmarks, by size: results/demo's
+# meta/seconds_* summed, both families' mean (2026-11; 17 s at cpu-0.11M, 26 s at 0.33M, 43 s at
+# 0.8M), plus START_SECONDS for the process and the held-out losses. Smaller sizes cost what
+# cpu-0.11M does (the autoencoder, the checker and the sampler loop do not shrink); larger ones
+# grow with N^0.5, as 0.11M -> 0.8M did. A run with the text benchmark alone costs TEXT_SECONDS.
+EVAL_SECONDS = {"cpu-0.11M": 17.0, "cpu-0.33M": 26.0, "cpu-0.8M": 43.0}
+START_SECONDS, TEXT_SECONDS = 4.0, 2.0
 
 # Paper scale: per-size layout (nodes, GPUs per node); time from 6ND.
 PAPER_LAYOUT = {"0.16B": (1, 8), "0.37B": (1, 8), "0.76B": (2, 8), "1.4B": (2, 8), "7B": (4, 8)}
@@ -148,12 +172,26 @@ def _cpu_rate(cfg: RunConfig, peak: float) -> float:
     return mfu * peak / (6 * backbone_params(get_size(cfg.size)))
 
 
+def eval_seconds(cfg: RunConfig) -> float:
+    """A CPU run's start-up, held-out losses and benchmarks at CALIBRATION_PEAK (EVAL_SECONDS)."""
+    if set(cfg.eval.benchmarks) <= {"text"}:
+        return START_SECONDS + TEXT_SECONDS
+    n = backbone_params(get_size(cfg.size))
+    if cfg.size in EVAL_SECONDS:
+        bench = EVAL_SECONDS[cfg.size]
+    elif n < backbone_params(get_size("cpu-0.11M")):
+        bench = EVAL_SECONDS["cpu-0.11M"]
+    else:
+        bench = EVAL_SECONDS["cpu-0.8M"] * (n / backbone_params(get_size("cpu-0.8M"))) ** 0.5
+    return START_SECONDS + bench
+
+
 def estimated_seconds(cfg: RunConfig, peak: float | None = None) -> float:
     """Expected wall time of one run: CPU sizes from CPU_SPEED at this machine's one-thread
     peak (measured unless given), evaluation included; paper sizes from 6ND."""
     if cfg.size in CPU_SIZES:
         peak = peak or cpu_peak()
-        return cfg.D / _cpu_rate(cfg, peak) + EVAL_SECONDS * CALIBRATION_PEAK / peak
+        return cfg.D / _cpu_rate(cfg, peak) + eval_seconds(cfg) * CALIBRATION_PEAK / peak
     nodes, gpus = PAPER_LAYOUT[cfg.size]
     return 6 * backbone_params(get_size(cfg.size)) * cfg.D / (GPU_FLOPS * nodes * gpus)
 
@@ -203,51 +241,129 @@ def _cpu_base() -> RunConfig:
                      model=ModelKnobs(prediction="v"))
 
 
+# The paper's U-Net encoder/decoder is ~0.27B parameters, held fixed across sizes (sec 4.1):
+# 768 base channels with one residual block per level gives 0.28B (model.unet.unet_codec_params:
+# 0.280B at dim 768, 0.282B at 1536, 0.290B at 4096, for 8-channel 32x32 latents and 2x2
+# patches; 640 channels give 0.197B, 1,024 about 0.5B). Read only by runs with patch_kind=unet.
+PAPER_UNET_CHANNELS = 768
+
+
 def _paper_base() -> RunConfig:
     """The paper's controlled-comparison recipe (sec 4.1-4.2): seq 4096, batch 512 rows (~2M
     elements), bf16 on CUDA, lr per family (resolved: Transfusion 3e-4, Chameleon 1e-4), linear
     2x2 patches with intra-image bidirectional attention (the paper's Chameleon comparison uses
-    the linear encoder; U-Net appears in the ablations and the final 7B model). Data paths come
-    from config (`--set data.data_dir=...`); data_dir is not part of the run id."""
+    the linear encoder; U-Net appears in the ablations and the final 7B model), a U-Net of
+    PAPER_UNET_CHANNELS where one is asked for. Data paths come from config
+    (`--set data.data_dir=...`); data_dir is not part of the run id."""
     return RunConfig(size="0.76B", D=PAPER_STEPS * PAPER_SEQ_LEN * PAPER_BATCH_ROWS,
                      seq_len=PAPER_SEQ_LEN, batch_rows=PAPER_BATCH_ROWS, precision="bf16", device="cuda",
-                     model=ModelKnobs(patch_kind="linear", patch_size=2, image_attention="bidirectional"),
+                     model=ModelKnobs(patch_kind="linear", patch_size=2, image_attention="bidirectional",
+                                      unet_channels=PAPER_UNET_CHANNELS),
                      checkpoint_every=1000, eval_every=10_000)
+
+
+def _paper_family(cfg: RunConfig) -> RunConfig:
+    """Chameleon at paper scale with all three of its stability changes: QK-norm and z-loss (its
+    recipe) and norm reordering (Chameleon sec 2.3; the paper's baseline has it). Toy runs leave
+    reordering off: it kept Chameleon's 7B-34B runs from diverging, and no Chameleon run of
+    results/lr-sweep diverged without it, up to lr 3e-2 (5.5x the toy rate); so the toy Table 4
+    analogue measures QK-norm and z-loss only."""
+    return replace(cfg, model=replace(cfg.model, norm_reorder=True)) if cfg.family == "chameleon" else cfg
 
 
 # ------------------------------------------------------------------ scaling sweeps
 
+# Elements per non-embedding parameter of every toy sweep's budgets at each size (issue 14): the
+# paper's runs span ~5 to ~3,000 and compute-optimal is ~20 (Hoffmann et al. 2022), so 5 and 50
+# bracket the optimum and the middle point sits near it (equal ratios, 5 * sqrt(10) ~ 16).
+TOY_ELEMENTS_PER_PARAM = (5, 16, 50)
+TOY_SEEDS = (0, 1)  # seeds at each sweep's smallest size (their spread enters the report's intervals)
+
+
+def _toy_lr(cfg: RunConfig) -> RunConfig:
+    """The run with the toy learning rate of its family and size (grid/toy_lr.py)."""
+    return replace(cfg, optim=replace(cfg.optim, lr=toy_lr(cfg.family, cfg.size)))
+
+
+def _per_param_grid(base: RunConfig, sizes: tuple[str, ...], ratios: tuple[int, ...] = TOY_ELEMENTS_PER_PARAM,
+                    seeds: tuple[int, ...] = TOY_SEEDS) -> list[RunSpec]:
+    """sizes x D = ratio * N (non-embedding) x families at the toy learning rates; the smallest
+    size once per seed, the others at seed 0."""
+    smallest = min(sizes, key=lambda s: backbone_params(get_size(s)))
+    return [_spec(_toy_lr(replace(base, family=f, size=s, seed=seed, D=r * backbone_params(get_size(s)))))
+            for s in sizes for seed in (seeds if s == smallest else seeds[:1]) for r in ratios for f in FAMILIES]
+
+
 @register("demo")
 def demo() -> list[RunSpec]:
-    """3 sizes x 3 budgets x 2 families, ~12 min on 2 cores (see the module docstring)."""
-    return _grid(_cpu_base(), ("cpu-0.11M", "cpu-0.33M", "cpu-0.8M"), (200_000, 400_000, 800_000))
+    """3 sizes (cpu-0.027M .. cpu-0.11M) x 5/16/50 elements per parameter x 2 families, and a
+    second seed at cpu-0.027M: 24 runs, ~13 minutes on 2 cores (see the module docstring)."""
+    return _per_param_grid(_cpu_base(), ("cpu-0.027M", "cpu-0.056M", "cpu-0.11M"))
 
 
 @register("toy-paper")
 def toy_paper() -> list[RunSpec]:
-    """5 sizes x 4 budgets x 2 families, ~1.5 h on 2 cores (see the module docstring)."""
-    return _grid(_cpu_base(), ("cpu-0.11M", "cpu-0.33M", "cpu-0.8M", "cpu-2.7M", "cpu-6.4M"),
-                 (250_000, 500_000, 1_000_000, 2_000_000))
+    """4 sizes (cpu-0.056M .. cpu-0.8M) x 5/16/50 elements per parameter x 2 families, and a
+    second seed at cpu-0.056M: 30 runs, ~3 hours on 2 cores (see the module docstring)."""
+    return _per_param_grid(_cpu_base(), ("cpu-0.056M", "cpu-0.11M", "cpu-0.33M", "cpu-0.8M"))
+
+
+# IsoFLOP budgets C = 6ND (FLOPs) and the sizes trained at each: the compute-optimal size at
+# ~20 elements per parameter, sqrt(C / 120), runs from ~46k to ~130k parameters over these
+# budgets, inside the sizes, so each budget's loss against N has its minimum between its ends
+# (Hoffmann et al. 2022, approach 2).
+ISOFLOP_BUDGETS = (2.5e11, 5e11, 1e12, 2e12)
+ISOFLOP_SIZES = ("cpu-0.027M", "cpu-0.056M", "cpu-0.11M", "cpu-0.33M")
+
+
+@register("isoflop")
+def isoflop() -> list[RunSpec]:
+    """4 budgets x 4 sizes x 2 families at D = C / 6N, held-out losses and text benchmarks
+    only, the toy learning rates: N*(C) fitted on our own runs (analysis). ~40 minutes on 2 cores."""
+    base = replace(_cpu_base(), eval=EvalConfig(benchmarks=("text",)))
+    return [_spec(_toy_lr(replace(base, family=f, size=s, D=round(c / (6 * backbone_params(get_size(s)))))))
+            for c in ISOFLOP_BUDGETS for s in ISOFLOP_SIZES for f in FAMILIES]
 
 
 # Peak learning rates tried per family at toy scale (issue 14): the paper's two (1e-4 Chameleon,
-# 3e-4 Transfusion) and three above, the same grid for both families so the comparison is fair.
-# 1e-2 was added after the first four: at cpu-0.11M both families were still best at 3e-3, the
-# grid's edge (results/lr-sweep, analysis/lr.py).
-LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-LR_SWEEP_SIZES = ("cpu-0.11M", "cpu-0.33M")
+# 3e-4 Transfusion) and four above, the same grid for both families so the comparison is fair.
+# 1e-2, then 3e-2, were added when the best point sat at the grid's edge (results/lr-sweep,
+# analysis/lr.py); the sizes run from the demo's smallest to toy-paper's second largest.
+LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+LR_SWEEP_SIZES = ("cpu-0.027M", "cpu-0.056M", "cpu-0.11M", "cpu-0.33M")
 LR_SWEEP_ELEMENTS_PER_PARAM = 20  # about compute-optimal (Hoffmann et al. 2022), per non-embedding parameter
 
 
 @register("lr-sweep")
 def lr_sweep() -> list[RunSpec]:
-    """The learning rate per family at toy scale: 2 sizes x 5 peak LRs x 2 families, each trained
+    """The learning rate per family at toy scale: 4 sizes x 6 peak LRs x 2 families, each trained
     on 20 elements per non-embedding parameter with the toy recipe (warmup 1.6% of the steps,
-    cosine to 5%), judged by held-out loss (benchmarks: text only). ~65 minutes on 2 cores."""
+    cosine to 5%), judged by held-out loss (benchmarks: text only). ~2 hours on 2 cores."""
     base = replace(_cpu_base(), eval=EvalConfig(benchmarks=("text",)))
     return [_spec(replace(base, family=f, size=s, D=LR_SWEEP_ELEMENTS_PER_PARAM * backbone_params(get_size(s)),
                           optim=replace(base.optim, lr=lr)))
             for s in LR_SWEEP_SIZES for lr in LR_GRID for f in FAMILIES]
+
+
+# The embedded world's calibration (issue 14): caption policy and text share, at one size and a
+# compute-optimal budget, both families at one learning rate; judged by whether each family
+# conditions on the other modality (the "cond", caption and geneval benchmarks). The rate is
+# pinned, so later refits of the toy law leave these runs' ids alone: 4e-3 is what
+# results/lr-sweep's shared fit gave at cpu-0.33M when they ran (3.9e-3; the families' own
+# optima there: Chameleon 4.5e-3, Transfusion >= 1e-2 with 3e-2 still running).
+CALIBRATION_SIZE = "cpu-0.33M"
+CALIBRATION_LR = 4e-3
+CALIBRATION_WORLDS = (("all", 0.5), ("first", 0.5), ("first", 0.25))  # (data.captions, data.text_share)
+
+
+@register("world-calibration")
+def world_calibration() -> list[RunSpec]:
+    """3 worlds x 2 families at cpu-0.33M, 20 elements per parameter: ~35 minutes on 2 cores."""
+    base = _cpu_base()
+    d = LR_SWEEP_ELEMENTS_PER_PARAM * backbone_params(get_size(CALIBRATION_SIZE))
+    return [_spec(replace(base, family=f, size=CALIBRATION_SIZE, D=d, optim=replace(base.optim, lr=CALIBRATION_LR),
+                          data=replace(base.data, captions=c, text_share=t)))
+            for c, t in CALIBRATION_WORLDS for f in FAMILIES]
 
 
 @register("paper")
@@ -255,16 +371,31 @@ def paper() -> list[RunSpec]:
     """The paper's five sizes x a 2^k budget ladder up to 250k steps (0.52T elements) x 2
     families: D = 0.52T / 16 ... 0.52T, i.e. 15,625 ... 250,000 steps of 2^21 elements."""
     top = _paper_base().D
-    return _grid(_paper_base(), tuple(PAPER_SIZES), tuple(top >> k for k in (4, 3, 2, 1, 0)))
+    return [replace(s, cfg=_paper_family(s.cfg))
+            for s in _grid(_paper_base(), tuple(PAPER_SIZES), tuple(top >> k for k in (4, 3, 2, 1, 0)))]
 
 
 # ------------------------------------------------------------------ ablations (Tables 4-8)
+
+ABLATION_SIZE = "cpu-0.11M"
+ABLATION_ELEMENTS_PER_PARAM = 50  # the top of the toy budgets: the knobs are compared on trained models
+
 
 def _ablation(name: str):
     """Register an ablation sweep designed in grid/ablations.py (its varied keys)."""
     if name not in ABLATION_KNOBS:
         raise ValueError(f"ablation {name!r} has no entry in grid/ablations.py ABLATION_KNOBS")
     return register(name)
+
+
+def _ablation_base(size: str = ABLATION_SIZE) -> RunConfig:
+    """The toy base at one size and 50 elements per parameter; each run gets its family's toy
+    learning rate (`_tuned`), so a comparison of families holds the tuning rule fixed."""
+    return replace(_cpu_base(), size=size, D=ABLATION_ELEMENTS_PER_PARAM * backbone_params(get_size(size)))
+
+
+def _tuned(cfg: RunConfig) -> RunSpec:
+    return _spec(_toy_lr(cfg))
 
 
 def _knobs(base: RunConfig, **changes) -> RunConfig:
@@ -274,47 +405,49 @@ def _knobs(base: RunConfig, **changes) -> RunConfig:
 @_ablation("ablation-attention")
 def ablation_attention() -> list[RunSpec]:
     """Table 5: causal vs intra-image bidirectional, linear and U-Net encoders."""
-    base = _cpu_base()
-    return [_spec(_knobs(base, image_attention=a, patch_kind=k))
+    base = _ablation_base()
+    return [_tuned(_knobs(base, image_attention=a, patch_kind=k))
             for k in ("linear", "unet") for a in ("causal", "bidirectional")]
 
 
 @_ablation("ablation-patch")
 def ablation_patch() -> list[RunSpec]:
     """Table 6: patch size 1/2/4/8 x linear/U-Net (8 on an 8x8 latent is one patch per image)."""
-    base = _cpu_base()
-    return [_spec(_knobs(base, patch_size=p, patch_kind=k)) for k in ("linear", "unet") for p in (1, 2, 4, 8)]
+    base = _ablation_base()
+    return [_tuned(_knobs(base, patch_size=p, patch_kind=k)) for k in ("linear", "unet") for p in (1, 2, 4, 8)]
 
 
 @_ablation("ablation-encoder-size")
 def ablation_encoder_size() -> list[RunSpec]:
-    """Table 7: linear vs U-Net encoder/decoder across model sizes."""
-    base = _cpu_base()
-    return [_spec(_knobs(replace(base, size=s), patch_kind=k))
-            for s in ("cpu-0.33M", "cpu-0.8M", "cpu-2.7M") for k in ("linear", "unet")]
+    """Table 7: linear vs U-Net encoder/decoder across model sizes (whether the gap narrows)."""
+    return [_tuned(_knobs(_ablation_base(s), patch_kind=k))
+            for s in ("cpu-0.056M", "cpu-0.11M", "cpu-0.33M") for k in ("linear", "unet")]
 
 
 @_ablation("ablation-noise-limit")
 def ablation_noise_limit() -> list[RunSpec]:
     """Table 8: noise limit off vs t <= 500 for image-first pairs (paper: U-Net 2x2)."""
-    base = _knobs(_cpu_base(), patch_kind="unet")
-    return [_spec(_knobs(base, noise_limit=n)) for n in (None, 500)]
+    base = _knobs(_ablation_base(), patch_kind="unet")
+    return [_tuned(_knobs(base, noise_limit=n)) for n in (None, 500)]
 
 
 @_ablation("ablation-lambda")
 def ablation_lambda() -> list[RunSpec]:
     """The diffusion loss weight (paper default 5)."""
-    base = _cpu_base()
-    return [_spec(_knobs(base, lambda_diffusion=lam)) for lam in (1.0, 2.5, 5.0, 10.0)]
+    base = _ablation_base()
+    return [_tuned(_knobs(base, lambda_diffusion=lam)) for lam in (1.0, 2.5, 5.0, 10.0)]
 
 
 @_ablation("ablation-text-only")
 def ablation_text_only() -> list[RunSpec]:
     """Table 4: the text-only cost of each family: Transfusion on text only (the Llama recipe)
     and with diffusion data; Chameleon (with its stability changes) on text only and with image
-    tokens. D is the same for all four, so multimodal runs see half as much text."""
-    base = _cpu_base()
-    return [_spec(replace(base, family=f, data=replace(base.data, text_share=t)))
+    tokens. D is the same for all four, so multimodal runs see half as much text. The four runs
+    share one learning rate, Transfusion's toy rate (Chameleon's differs by little, see
+    grid/toy_lr.py), so the table measures the data and the stability changes, not the tuning."""
+    base = _ablation_base()
+    lr = toy_lr("transfusion", base.size)
+    return [_spec(replace(base, family=f, data=replace(base.data, text_share=t), optim=replace(base.optim, lr=lr)))
             for f in FAMILIES for t in (1.0, DataConfig.text_share)]
 
 

@@ -252,7 +252,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
             from evals.harness import evaluate as benchmarks  # its stack (torchmetrics, scipy) loads in ~1 s: not before step 1
 
             evals.update(benchmarks(unwrap(model), family, data, cfg.data.dataset,
-                                    replace(cfg.eval, text_context=cfg.seq_len)))
+                                    replace(cfg.eval, text_context=cfg.seq_len), captions=cfg.data.captions))
         write_json(run_dir / "evals.json", evals)
     return "done", []
 

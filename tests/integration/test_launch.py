@@ -25,12 +25,20 @@ def _tiny(data_dir) -> list[str]:
 
 def test_list_and_dry_run(capsys):
     assert launch(["--list"]) == 0
-    assert "demo" in capsys.readouterr().out
-    assert launch(["--sweep", "demo", "--dry-run", "--json"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("demo", "toy-paper", "lr-sweep", "isoflop", "world-calibration"))
+    assert launch(["--sweep", "toy-paper", "--dry-run", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) >= 18 and {"run_id", "family", "size", "N", "D", "flops"} <= set(rows[0])
-    assert all(r["flops"] == 6 * r["N"] * r["D"] for r in rows)
+    assert len(rows) >= 24 and {"run_id", "family", "size", "seed", "N", "D", "elements_per_param", "flops", "lr",
+                                "estimated_s"} <= set(rows[0])
+    assert all(r["flops"] == 6 * r["N"] * r["D"] and r["elements_per_param"] == round(r["D"] / r["N"], 2)
+               for r in rows)
     assert len({r["run_id"] for r in rows}) == len(rows)
+    for size in {r["size"] for r in rows}:  # issue 14: 5 or below to 50 or above at every size
+        ratios = [r["elements_per_param"] for r in rows if r["size"] == size]
+        assert min(ratios) <= 5 and max(ratios) >= 50
+    assert launch(["--sweep", "demo", "--dry-run"]) == 0
+    assert "[dry-run] 24 runs; estimated" in capsys.readouterr().out
 
 
 def test_local_executor_runs_a_sweep_and_a_second_launch_skips_it(prepared, tmp_path, capsys):

@@ -75,3 +75,23 @@ def test_a_ratio_outside_the_computes_run_is_flagged_as_extrapolated():
     assert res["extrapolated"] and res["C_a_needed"] < c.min() and "extrapolated" in res["note"]
     inside = parity(df.assign(loss=np.r_[5.0 * c ** -0.1, 5.0 * (c / 2) ** -0.1]), "loss", a="a", b="b")
     assert "extrapolated" not in inside and inside["ratio"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_seed_noise_widens_the_interval_by_what_it_moves_the_target():
+    """With seed_sigma the target's seed noise enters: the interval widens; without, it is the
+    trendline's scatter alone. analysis/seeds.py recovers a known seed spread."""
+    from analysis.seeds import seed_sigma
+
+    df = _families(slope=-0.05, offset=-0.05, noise=0.001)
+    base = parity(df, "m", bootstrap_k=300)
+    noisy = parity(df, "m", bootstrap_k=300, seed_sigma=0.01)
+    width = lambda r: math.log(r["interval"][1] / r["interval"][0])  # noqa: E731
+    # a 1% target shift moves log(C) by 0.01 / 0.05 = 0.2: +-1.96 * 0.2 ~ 0.78 in log width
+    assert width(base) < 0.3 < 0.6 < width(noisy) < 1.0
+    assert noisy["bootstrap"]["seed_sigma"] == 0.01 and noisy["ratio"] == base["ratio"]
+    rng = np.random.default_rng(1)
+    reps = pd.DataFrame([{"sweep": "s", "family": "a", "size": s, "D": d, "seed": k,
+                          "m": math.exp(1 + 0.02 * rng.standard_normal())}
+                         for s in ("x", "y") for d in (1, 2) for k in range(10)])
+    assert seed_sigma(reps, "m") == pytest.approx(0.02, rel=0.3)
+    assert math.isnan(seed_sigma(reps[reps.seed == 0], "m"))  # no replicates, no estimate

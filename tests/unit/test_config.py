@@ -115,7 +115,7 @@ def test_run_id_slug_and_what_it_depends_on():
     relevant = ["seed=1", "D=3000000", "seq_len=128", "batch_rows=4", "optim.lr=1e-3", "optim.betas=[0.9,0.99]",
                 "optim.warmup_steps=100", "model.patch_size=4", "model.image_attention=causal",
                 "model.noise_limit=null", "model.qk_norm=true", "model.z_loss=1e-4", "data.text_share=0.6",
-                "data.caption_first=0.5", "data.caption_dropout=0.2", "model.prediction=v", "precision=bf16",
+                "data.caption_first=0.5", "data.caption_dropout=0.2", "data.captions=first", "model.prediction=v", "precision=bf16",
                 "family=chameleon", "size=cpu-0.33M"]
     ids = {o: run_id(load_config(None, [o])) for o in relevant}
     assert rid not in ids.values() and len(set(ids.values())) == len(relevant)
@@ -130,6 +130,16 @@ def test_run_id_slug_and_what_it_depends_on():
     cham = load_config(None, ["family=chameleon"])
     assert run_id(load_config(None, ["family=chameleon", "model.patch_size=8", "model.noise_limit=null",
                                      "model.prediction=x0"])) == run_id(cham)
+
+
+def test_committed_runs_keep_their_ids():
+    """Fields added after runs were committed (grid/identity.py ADDED_LATER) leave those runs'
+    ids alone at their earlier behaviour: every committed lr-sweep run dir is its config's id."""
+    dirs = sorted((REPO / "results" / "lr-sweep").glob("*/config.yaml"))
+    assert dirs, "results/lr-sweep holds committed runs"
+    for path in dirs:
+        cfg = from_yaml(path.read_text())
+        assert cfg.data.captions == "all" and run_id(cfg) == path.parent.name, path
 
 
 def test_steps_derivation():

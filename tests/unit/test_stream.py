@@ -95,6 +95,29 @@ def test_caption_first_share_and_extreme_shares():
         docs = set(b.doc_id[r][b.doc_id[r] >= 0].tolist())
         assert docs == set(b.doc_id[r][b.modality[r] == IMAGE].tolist())
 
+def _captions_seen(stream, n=60) -> set[str]:
+    """Which of _sources' captions ("caption <i> a" or "caption <i> bb") the pairs trained on."""
+    names = {tuple(_encode(f"caption {i} {v}").tolist()): v for i in range(30) for v in ("a", "bb")}
+    return {names[tuple(seg.ids.tolist())] for _ in range(n) for seg in stream.next_example()
+            if type(seg).__name__ == "Text"}
+
+
+def test_caption_policy_first_trains_on_each_images_first_caption_only():
+    """data.captions: "all" draws among an image's captions, "first" always takes the first;
+    the RNG draws the same numbers either way, so the images and orders stay the same."""
+    cfg = dict(seq_len=128, batch_rows=4, text_share=0.0, caption_dropout=0.0)
+    every = _captions_seen(_stream(StreamConfig(**cfg)))
+    first = _captions_seen(_stream(StreamConfig(**cfg, captions="first")))
+    assert every == {"a", "bb"} and first == {"a"}
+    a, b = _stream(StreamConfig(**cfg)), _stream(StreamConfig(**cfg, captions="first"))
+    for _ in range(20):
+        x, y = a.next_example(), b.next_example()
+        assert [type(s).__name__ for s in x] == [type(s).__name__ for s in y]  # the same order
+        assert torch.equal(*[next(s.data for s in ex if type(s).__name__ == "Image") for ex in (x, y)])
+    with pytest.raises(ValueError, match="captions='some'.*all, first"):
+        StreamConfig(captions="some").validate()
+
+
 def test_caption_dropout_gives_unconditional_images_exempt_from_the_noise_limit():
     stream = _stream(StreamConfig(seq_len=128, batch_rows=8, text_share=0.0, caption_dropout=0.3))
     batches = [stream.next_batch() for _ in range(40)]

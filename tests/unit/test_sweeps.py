@@ -8,10 +8,14 @@ import json
 
 import pytest
 
+from grid.ablations import FOLLOWS
 from grid.config import resolved, to_dict
 from grid.sweeps import (ABLATION_KNOBS, CALIBRATION_PEAK, SWEEPS, Resources, RunSpec, estimated_seconds, get_sweep,
                          register, run_ids, sweep_wall_seconds)
-from model.sizes import CPU_SIZES, PAPER_SIZES
+from grid.sweeps import ISOFLOP_BUDGETS
+from grid.toy_lr import toy_lr
+from model.accounting import backbone_params
+from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
 
 
 @pytest.mark.parametrize("name", list(SWEEPS))
@@ -47,15 +51,51 @@ def _grid_axes(specs):
     return ({s.cfg.size for s in specs}, {s.cfg.D for s in specs}, {s.cfg.family for s in specs})
 
 
-def test_demo_grid_and_time_budget():
-    specs = get_sweep("demo")
-    sizes, budgets, families = _grid_axes(specs)
-    assert len(sizes) >= 3 and len(budgets) >= 3 and families == {"transfusion", "chameleon"}
-    assert len(specs) == len(sizes) * len(budgets) * len(families)
-    assert sizes <= set(CPU_SIZES)
+def _per_param(spec) -> float:
+    return spec.cfg.D / backbone_params(get_size(spec.cfg.size))
+
+
+TOY_SWEEPS = ("demo", "toy-paper")
+# Issue 14's budgets on 2 cores. The demo's 15 minutes gave way to the regime: three sizes at 5-50
+# elements per parameter, two seeds and 1,000-image FIDs need ~18 (grid/sweeps.py's docstring).
+TIME_BUDGET_MIN = {"demo": 20, "toy-paper": 180, "isoflop": 60, "world-calibration": 60, **{a: 30 for a in ABLATION_KNOBS}}
+
+
+@pytest.mark.parametrize("name", TOY_SWEEPS)
+def test_toy_sweeps_span_5_to_50_elements_per_parameter_at_every_size(name):
+    """Issue 14: both families at every size, budgets from <= 5 to >= 50 elements per
+    non-embedding parameter, the toy learning rates, 2 seeds at the smallest size."""
+    specs = get_sweep(name)
+    sizes, _, families = _grid_axes(specs)
+    assert len(sizes) >= 3 and families == {"transfusion", "chameleon"} and sizes <= set(CPU_SIZES)
+    for size in sizes:
+        for f in families:
+            ratios = [_per_param(s) for s in specs if s.cfg.size == size and s.cfg.family == f]
+            assert min(ratios) <= 5 and max(ratios) >= 50 and len(ratios) >= 3, (size, f, ratios)
+    for s in specs:
+        assert s.cfg.optim.lr == toy_lr(s.cfg.family, s.cfg.size)
+    smallest = min(sizes, key=lambda x: backbone_params(get_size(x)))
+    assert {s.cfg.seed for s in specs if s.cfg.size == smallest} == {0, 1}
     assert all(s.cfg.seq_len >= 68 for s in specs)  # a Chameleon image (64 codes + BOI/EOI) fits
-    assert sweep_wall_seconds(specs, 2, CALIBRATION_PEAK) <= 15 * 60  # on 2 cores of the calibration machine
     assert all(s.resources.gpus_per_node == 0 for s in specs)
+
+
+@pytest.mark.parametrize("name", list(TIME_BUDGET_MIN))
+def test_cpu_sweeps_fit_their_time_budget_on_2_cores(name):
+    """The estimate, evaluation included, on 2 cores of the calibration machine."""
+    assert sweep_wall_seconds(get_sweep(name), 2, CALIBRATION_PEAK) <= TIME_BUDGET_MIN[name] * 60
+
+
+def test_isoflop_sweep_has_4_budgets_of_4_sizes_for_both_families():
+    specs = get_sweep("isoflop")
+    by_budget: dict = {}
+    for s in specs:
+        c = 6 * backbone_params(get_size(s.cfg.size)) * s.cfg.D
+        key = min(ISOFLOP_BUDGETS, key=lambda b: abs(b - c))
+        assert c == pytest.approx(key, rel=1e-4)
+        by_budget.setdefault((key, s.cfg.family), set()).add(s.cfg.size)
+    assert len({b for b, _ in by_budget}) >= 4 and all(len(v) >= 4 for v in by_budget.values())
+    assert {f for _, f in by_budget} == {"transfusion", "chameleon"}
 
 
 def test_cpu_estimates_follow_the_machine_peak():
@@ -69,13 +109,6 @@ def test_cpu_estimates_follow_the_machine_peak():
     assert per_element == sorted(per_element) and len(set(per_element)) == 4
 
 
-def test_toy_paper_is_a_larger_cpu_grid_of_one_to_two_hours():
-    specs = get_sweep("toy-paper")
-    sizes, budgets, families = _grid_axes(specs)
-    assert len(sizes) >= 5 and len(budgets) >= 4 and len(families) == 2 and sizes <= set(CPU_SIZES)
-    assert 3600 <= sweep_wall_seconds(specs, 2, CALIBRATION_PEAK) <= 2 * 3600
-
-
 def test_paper_sweep_uses_the_paper_sizes_and_recipe():
     specs = get_sweep("paper")
     sizes, budgets, families = _grid_axes(specs)
@@ -86,6 +119,15 @@ def test_paper_sweep_uses_the_paper_sizes_and_recipe():
         assert (c.seq_len, c.batch_rows, c.precision, c.device) == (4096, 512, "bf16", "cuda")
         assert c.optim.lr == (3e-4 if c.family == "transfusion" else 1e-4)
         assert s.resources.gpus_per_node > 0
+    # Chameleon's three stability changes at paper scale; the U-Net, where asked for, ~0.27B.
+    assert all(s.cfg.model.norm_reorder == (s.cfg.family == "chameleon") for s in specs)
+    from model.patches import PatchConfig
+    from model.unet import unet_codec_params
+
+    unet = PatchConfig(kind="unet", patch_size=2, latent_channels=8, latent_size=32,
+                       unet_channels=specs[0].cfg.model.unet_channels)
+    for size in PAPER_SIZES:
+        assert 0.25e9 <= unet_codec_params(unet, get_size(size).dim) <= 0.30e9
     top = [s for s in specs if s.cfg.D == max(budgets)][0]
     assert top.cfg.steps == 250_000 and resolved(top.cfg).optim.warmup_steps == 4000
     by_size = {s.cfg.size: s.resources for s in specs}
@@ -113,7 +155,7 @@ def _without(cfg, keys) -> dict:
 def test_ablations_differ_only_in_their_knobs(name):
     specs = get_sweep(name)
     knobs = ABLATION_KNOBS[name]
-    rest = [_without(s.cfg, knobs) for s in specs]
+    rest = [_without(s.cfg, knobs + FOLLOWS.get(name, ())) for s in specs]
     assert all(r == rest[0] for r in rest), f"{name} varies more than {knobs}"
     values = {tuple(repr(_get(to_dict(s.cfg), k)) for k in knobs) for s in specs}
     assert len(values) == len(specs)  # every combination once
