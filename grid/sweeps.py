@@ -442,12 +442,11 @@ def ablation_lambda() -> list[RunSpec]:
 def ablation_text_only() -> list[RunSpec]:
     """Table 4: the text-only cost of each family: Transfusion on text only (the Llama recipe)
     and with diffusion data; Chameleon (with its stability changes) on text only and with image
-    tokens. D is the same for all four, so multimodal runs see half as much text. The four runs
-    share one learning rate, Transfusion's toy rate (Chameleon's differs by little, see
-    grid/toy_lr.py), so the table measures the data and the stability changes, not the tuning."""
+    tokens. D is the same for all four, so multimodal runs see half as much text. All four train
+    at the toy learning rate, one law for both families (grid/toy_lr.py), so the table measures
+    the data and the stability changes, not the tuning."""
     base = _ablation_base()
-    lr = toy_lr("transfusion", base.size)
-    return [_spec(replace(base, family=f, data=replace(base.data, text_share=t), optim=replace(base.optim, lr=lr)))
+    return [_tuned(replace(base, family=f, data=replace(base.data, text_share=t)))
             for f in FAMILIES for t in (1.0, DataConfig.text_share)]
 
 
