@@ -187,13 +187,15 @@ class MixedStream:
         image, captions = self.pairs.next()
         # Three draws per pair whatever the outcome, so the stream's RNG does not depend on it.
         u, first, drop = self._uniform(), self._uniform(), self._uniform()
-        pick = min(int(u * len(captions)), len(captions) - 1) if self.cfg.captions == "all" else 0
+        caption_first = first < self.cfg.caption_first
+        drawn = self.cfg.captions == "all" or (self.cfg.captions == "describe" and caption_first)
+        pick = min(int(u * len(captions)), len(captions) - 1) if drawn else 0
         if drop < self.cfg.caption_dropout:
             self.pair_elements += self.patches + 4  # BOS, BOI, EOI, EOS
             return [Image(image)]
         ids = torch.as_tensor(self.encode_caption(captions[pick]), dtype=torch.long)
         self.pair_elements += ids.numel() + self.patches + 4
-        if first < self.cfg.caption_first:
+        if caption_first:
             return [Text(ids), Image(image)]
         return [Image(image), Text(ids)]
 

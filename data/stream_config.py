@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-CAPTION_CHOICES = ("all", "first")
+CAPTION_CHOICES = ("all", "first", "describe")
 
 
 @dataclass
@@ -22,7 +22,9 @@ class StreamConfig:
     caption_dropout: float = 0.1
     # Which of an image's captions a pair trains on: "all" draws one of them uniformly per pair;
     # "first" always takes the first (for the shapes world its full description, a function of
-    # the scene, so the image determines the caption; for real sets their first reference).
+    # the scene, so the image determines the caption; for real sets their first reference);
+    # "describe" takes the first after an image (a description) and draws any before one (a
+    # prompt), so captioning has one answer while generation sees every kind of prompt.
     captions: str = "all"
     seed: int = 0
 

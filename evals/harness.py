@@ -24,9 +24,11 @@ Images are sampled with guidance cfg_scale (paper: 5 for the family comparison, 
 ablations) and, for Transfusion, `sampler` over `sampler_steps` steps (paper: 250; the demo uses
 DDIM 25) with x0_hat clamped to the autoencoder's latent range (evals/sampling.py; clip_x0).
 Held-out images come from `split` ("test"; the trainer's own held-out losses use val). Their
-references follow the run's caption policy (`captions`, data/stream_config.py): "first" keeps
-each image's first caption only, the one such a run trained on, for FID prompts, the caption
-references and the diagnostics; GenEval's prompts are its own categories whatever the policy.
+references follow the run's caption policy (`captions`, data/stream_config.py), as it trained:
+captions after an image (the caption benchmark's references, the caption NLL diagnostic) are
+each image's first caption under "first" and "describe"; captions before an image (FID prompts,
+the eps diagnostic) are its first under "first" and any of them otherwise. GenEval's prompts
+are its own categories whatever the policy.
 "meta/..." keys are records, not results: the FID network's hash, the resolved config, the
 clamp, per-benchmark seconds, and meta/t2i_protocol (T2I_PROTOCOL: "2" since the sampler clamp,
 the 1,000-image FID/KID and the floors; results without it came from the faulty sampler of
@@ -97,9 +99,17 @@ class _Context:
     def held_out(self) -> dict:
         if self._held_out is None:
             self._held_out = self.data.image_set(self.dataset, self.cfg.split)
-            if self.captions == "first":
-                self._held_out = {**self._held_out, "captions": [refs[:1] for refs in self._held_out["captions"]]}
         return self._held_out
+
+    def after_image(self) -> list[list[str]]:
+        """Each held-out image's references as captions that follow it (the caption policy)."""
+        refs = self.held_out["captions"]
+        return [r[:1] for r in refs] if self.captions in ("first", "describe") else refs
+
+    def before_image(self) -> list[list[str]]:
+        """Each held-out image's references as prompts that precede it (the caption policy)."""
+        refs = self.held_out["captions"]
+        return [r[:1] for r in refs] if self.captions == "first" else refs
 
     @property
     def autoencoder(self):
@@ -133,7 +143,7 @@ class _Context:
         """(images [N, 3, H, W], prompts) for FID and CLIP: one reference caption per held-out
         image, drawn at random (the COCO protocol's random captions), then sampled."""
         if self.t2i is None:
-            refs = self.held_out["captions"][:self.cfg.t2i_images]
+            refs = self.before_image()[:self.cfg.t2i_images]
             rng = np.random.default_rng(self.cfg.seed)
             prompts = [r[int(rng.integers(len(r)))] for r in refs]
             self.t2i = (self.images_for(prompts, "text->image", "t2i"), prompts)
@@ -175,7 +185,7 @@ def _caption(ctx: _Context) -> dict:
         ids = sample_captions(ctx.model, ctx.family, encoded.to(ctx.device), ctx.tok.special, ctx.cfg.caption_tokens,
                               ctx.generator("caption"), ctx.cfg.sample_batch_size, bar.update)
     texts = [ctx.tok.decode(x, skip_special=True) for x in ids]
-    refs = ctx.held_out["captions"][:n]
+    refs = ctx.after_image()[:n]
     # Chance references: a caption of another image, and the most common reference for every
     # image (a weak model's strategy; CIDEr gives it ~0.8 on shapes).
     perm = conditioning.derangement(n, ctx.generator("caption_ref", "cpu")).tolist()
@@ -232,16 +242,18 @@ def _geneval(ctx: _Context) -> dict:
 def _cond(ctx: _Context) -> dict:
     n = min(ctx.cfg.cond_images, len(ctx.held_out["captions"]))
     encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, ctx.family.image_kind)[:n]
-    rng = np.random.default_rng(ctx.seed("cond"))
-    caps = [torch.tensor(ctx.tok.encode(r[int(rng.integers(len(r)))]), dtype=torch.long)
-            for r in ctx.held_out["captions"][:n]]
+    def draw(refs: list[list[str]]) -> list[torch.Tensor]:  # one reference per image, the same draws
+        rng = np.random.default_rng(ctx.seed("cond"))
+        return [torch.tensor(ctx.tok.encode(r[int(rng.integers(len(r)))]), dtype=torch.long) for r in refs[:n]]
+
+    after, before = draw(ctx.after_image()), draw(ctx.before_image())
     m, c, special, family = ctx.model, ctx.cfg, ctx.tok.special, ctx.family
     gen = ctx.generator("cond", "cpu")
     with ctx.bar("conditioning", 1) as bar:
-        out = conditioning.caption_nll(m, family, encoded, caps, special, c.sample_batch_size, gen, c.bootstrap,
+        out = conditioning.caption_nll(m, family, encoded, after, special, c.sample_batch_size, gen, c.bootstrap,
                                        ctx.seed("cond"))
         if family.diffusion is not None:  # a family that learns images by diffusion
-            out |= conditioning.eps_mse(m, family.diffusion, encoded, caps, special, tuple(c.cond_timesteps),
+            out |= conditioning.eps_mse(m, family.diffusion, encoded, before, special, tuple(c.cond_timesteps),
                                         c.sample_batch_size, gen, c.bootstrap, ctx.seed("cond"))
         bar.update(1)
     return out

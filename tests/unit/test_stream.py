@@ -95,20 +95,30 @@ def test_caption_first_share_and_extreme_shares():
         docs = set(b.doc_id[r][b.doc_id[r] >= 0].tolist())
         assert docs == set(b.doc_id[r][b.modality[r] == IMAGE].tolist())
 
-def _captions_seen(stream, n=60) -> set[str]:
-    """Which of _sources' captions ("caption <i> a" or "caption <i> bb") the pairs trained on."""
+def _captions_seen(stream, n=80, order=None) -> set[str]:
+    """Which of _sources' captions ("caption <i> a" or "caption <i> bb") the pairs trained on;
+    order "before" / "after": only captions before / after their image."""
     names = {tuple(_encode(f"caption {i} {v}").tolist()): v for i in range(30) for v in ("a", "bb")}
-    return {names[tuple(seg.ids.tolist())] for _ in range(n) for seg in stream.next_example()
-            if type(seg).__name__ == "Text"}
+    seen = set()
+    for _ in range(n):
+        ex = stream.next_example()
+        kinds = [type(seg).__name__ for seg in ex]
+        if "Text" in kinds and order in (None, "before" if kinds[0] == "Text" else "after"):
+            seen.add(names[tuple(ex[kinds.index("Text")].ids.tolist())])
+    return seen
 
 
 def test_caption_policy_first_trains_on_each_images_first_caption_only():
-    """data.captions: "all" draws among an image's captions, "first" always takes the first;
-    the RNG draws the same numbers either way, so the images and orders stay the same."""
+    """data.captions: "all" draws among an image's captions, "first" always takes the first,
+    "describe" the first after an image and any before one; the RNG draws the same numbers
+    whatever the policy, so the images and orders stay the same."""
     cfg = dict(seq_len=128, batch_rows=4, text_share=0.0, caption_dropout=0.0)
     every = _captions_seen(_stream(StreamConfig(**cfg)))
     first = _captions_seen(_stream(StreamConfig(**cfg, captions="first")))
     assert every == {"a", "bb"} and first == {"a"}
+    describe = dict(**cfg, captions="describe", caption_first=0.5)
+    assert _captions_seen(_stream(StreamConfig(**describe)), order="after") == {"a"}  # a description
+    assert _captions_seen(_stream(StreamConfig(**describe)), order="before") == {"a", "bb"}  # any prompt
     a, b = _stream(StreamConfig(**cfg)), _stream(StreamConfig(**cfg, captions="first"))
     for _ in range(20):
         x, y = a.next_example(), b.next_example()
