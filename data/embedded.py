@@ -26,10 +26,10 @@ import torch
 from data.autoencoders import ImageAutoencoder, load as load_autoencoder
 from data.stream import ImagePairs, TokenDocuments
 from data.tokenizer import Tokenizer
+from data.worlds import IMAGE_DATASETS, autoencoder_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENV_VAR = "TRANSFUSION_DATA_DIR"
-IMAGE_DATASETS = ("shapes", "fashion-mnist")
 AUTOENCODER_KINDS = ("kl", "vq")
 
 
@@ -58,16 +58,18 @@ class Paths:
         return self.root / "images" / f"{dataset}_{split}.pt"
 
     def autoencoder(self, dataset: str, kind: str) -> Path:
-        return self.root / "autoencoders" / dataset / kind
+        return self.root / "autoencoders" / autoencoder_dataset(dataset) / kind
 
     def encoded(self, dataset: str, split: str, kind: str) -> Path:
         return self.root / "encoded" / f"{dataset}_{split}_{kind}.pt"
 
 
-def load_file(path: Path):
-    """torch.load with an error that says how to get the file."""
+def load_file(path: Path, dataset: str = "shapes"):
+    """torch.load with an error that says how to get the file (for an image dataset that the
+    default preparation leaves out, with the --datasets that adds it)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m data.prepare --data-dir {path.parents[1]}` "
+        extra = "" if dataset == "shapes" else f" --datasets shapes,{dataset}"
+        raise FileNotFoundError(f"{path} is missing: run `python -m data.prepare --data-dir {path.parents[1]}{extra}` "
                                 f"(or set {ENV_VAR})")
     try:
         return torch.load(path, weights_only=False)
@@ -101,12 +103,12 @@ class EmbeddedData:
     def image_set(self, dataset: str, split: str) -> dict:
         """{images uint8 [N,3,H,W], captions [[str]], meta [...]}."""
         _check(dataset, IMAGE_DATASETS, "image dataset")
-        return load_file(self.paths.images(dataset, split))
+        return load_file(self.paths.images(dataset, split), dataset)
 
     def encoded(self, dataset: str, split: str, kind: str) -> torch.Tensor:
         """KL latents float [N,C,h,w] or VQ codes long [N,h,w] of an image split."""
         _check(kind, AUTOENCODER_KINDS, "autoencoder kind")
-        x = load_file(self.paths.encoded(dataset, split, kind))
+        x = load_file(self.paths.encoded(dataset, split, kind), dataset)
         return x.long() if kind == "vq" else x.float()
 
     def pairs(self, dataset: str, split: str, kind: str, seed: int = 0) -> ImagePairs:

@@ -32,6 +32,7 @@ from data.corpora import choose_corpora, prepared_paths, roles_for, write_corpus
 from data import pretrained
 from data.atomic import save_atomic, write_text_atomic
 from data.embedded import Paths, default_data_dir
+from data.worlds import IMAGE_DATASETS, autoencoder_dataset, shapes_overrides
 from data.text_readers import TextReader, TextSpec
 from data.tokenizer import Tokenizer
 
@@ -42,7 +43,8 @@ SPLITS = ("train", "val", "test")
 class PrepareConfig:
     vocab_size: int = 2048
     corpora: tuple[str, ...] = ()  # empty: the Debian corpora, or the fallback where missing (data/corpora.py)
-    datasets: tuple[str, ...] = ("shapes",)  # add "fashion-mnist" for the real-image option
+    # add "fashion-mnist" for the real-image option, "shapes-2" for the simpler world (data/worlds.py)
+    datasets: tuple[str, ...] = ("shapes",)
     image_size: int = 32
     train_images: int = 20000  # shapes train split (Fashion-MNIST uses its own 60k/10k)
     eval_images: int = 1000  # shapes val and test
@@ -122,8 +124,10 @@ class Prepare:
     def images(self, dataset: str) -> None:
         c = self.cfg
         params = {"image_size": c.image_size, "seed": c.seed}
-        if dataset == "shapes":
+        if shapes_overrides(dataset) is not None:
             params.update(train=c.train_images, eval=c.eval_images)
+            if shapes_overrides(dataset):  # a variant of the shapes world (data/worlds.py)
+                params["world"] = shapes_overrides(dataset)
         outputs = [self.paths.images(dataset, s) for s in SPLITS]
 
         def build() -> dict:
@@ -137,6 +141,8 @@ class Prepare:
 
     def autoencoders(self, dataset: str) -> None:
         c = self.cfg
+        if autoencoder_dataset(dataset) != dataset:  # encoded with its base world's (data/worlds.py)
+            return
         for kind in ("kl", "vq"):
             out = self.paths.autoencoder(dataset, kind)
             ae_cfg = AutoencoderConfig(kind=kind, image_size=c.image_size)
@@ -162,7 +168,7 @@ class Prepare:
     def encoded(self, dataset: str) -> None:
         for kind in ("kl", "vq"):
             outputs = [self.paths.encoded(dataset, s, kind) for s in SPLITS]
-            params = {"autoencoder": self.manifest["steps"][f"autoencoders/{dataset}/{kind}"]["params"]}
+            params = {"autoencoder": self.manifest["steps"][f"autoencoders/{autoencoder_dataset(dataset)}/{kind}"]["params"]}
 
             def build(kind=kind) -> dict:
                 ae = load_autoencoder(self.paths.autoencoder(dataset, kind))
@@ -181,7 +187,11 @@ class Prepare:
         self.text()
         self.tokenizer()
         self.tokens()
-        for dataset in self.cfg.datasets:
+        # A shapes variant is encoded with the base world's autoencoders: that world comes first.
+        datasets = list(dict.fromkeys([autoencoder_dataset(d) for d in self.cfg.datasets] + list(self.cfg.datasets)))
+        for dataset in datasets:
+            if dataset not in IMAGE_DATASETS:
+                raise ValueError(f"unknown image dataset {dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
             self.images(dataset)
             self.autoencoders(dataset)
             self.encoded(dataset)
@@ -217,15 +227,15 @@ def _tokenize(tok: Tokenizer, docs, chunk: int = 2048, progress: str | None = No
 
 def _render(dataset: str, cfg: PrepareConfig) -> dict:
     """split -> {images uint8 [N,3,H,W], captions [[str]], meta [dict]}."""
-    if dataset == "shapes":
+    if shapes_overrides(dataset) is not None:
         from data.shapes_world import ShapesConfig, ShapesWorld
 
-        world = ShapesWorld(ShapesConfig(seed=cfg.seed, image_size=cfg.image_size,
-                                         n_val=cfg.eval_images, n_test=cfg.eval_images))
+        world = ShapesWorld(ShapesConfig(seed=cfg.seed, image_size=cfg.image_size, n_val=cfg.eval_images,
+                                         n_test=cfg.eval_images, **shapes_overrides(dataset)))
         sizes = {"train": cfg.train_images, "val": cfg.eval_images, "test": cfg.eval_images}
         out = {}
         for split, n in sizes.items():
-            samples = [world.sample(split, i) for i in _bar(range(n), f"[prepare] images/shapes {split}", n, "images")]
+            samples = [world.sample(split, i) for i in _bar(range(n), f"[prepare] images/{dataset} {split}", n, "images")]
             out[split] = {"images": torch.stack([s.image for s in samples]),
                           "captions": [s.captions for s in samples],
                           "meta": [{"scene": s.meta["scene"].key(),
@@ -242,7 +252,7 @@ def _render(dataset: str, cfg: PrepareConfig) -> dict:
         return {split: {"images": src.images()[list(idx)],
                         "captions": [src[i].captions for i in idx],
                         "meta": [{"label": int(src.labels[i])} for i in idx]} for split, (src, idx) in parts.items()}
-    raise ValueError(f"unknown image dataset {dataset!r}; valid: shapes, fashion-mnist")
+    raise ValueError(f"unknown image dataset {dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
 
 
 def _reconstruction_stats(ae, val: dict, dataset: str, n: int = 500) -> dict:

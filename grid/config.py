@@ -39,6 +39,7 @@ from typing import Callable
 import yaml
 
 from data.stream_config import StreamConfig
+from data.worlds import IMAGE_DATASETS
 from evals.config import EvalConfig
 from grid.family import FAMILIES, get_family
 from grid.family import recipe as family_recipe
@@ -132,8 +133,6 @@ class RunConfig:
             raise ValueError(f"parallel={self.parallel!r}; valid: {', '.join(PARALLEL)}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r}; valid: auto, cpu, cuda, cuda:N")
-        from data.embedded import IMAGE_DATASETS  # the data layer (torch) only when validating
-
         if self.data.dataset not in IMAGE_DATASETS:
             raise ValueError(f"unknown dataset {self.data.dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
         stream_config(self).validate()

@@ -30,7 +30,7 @@ families), and a second seed at the smallest size. At the calibration peak on 2 
     isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~43 min
     lr-sweep           4 sizes x 6 learning rates x 2 families at 20 elements per parameter: 48
                        runs, ~78 min
-    world-calibration  4 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 8 runs, ~38 min
+    world-calibration  5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 10 runs, ~48 min
     ablation-*         cpu-0.11M at 50 elements per parameter (encoder-size: 3 sizes): 4-26 min
 
 `python grid/launch.py --sweep NAME --dry-run` prints each on this machine. Where a time budget
@@ -353,17 +353,20 @@ def lr_sweep() -> list[RunSpec]:
 # optima there: Chameleon 4.5e-3, Transfusion >= 1e-2 with 3e-2 still running).
 CALIBRATION_SIZE = "cpu-0.33M"
 CALIBRATION_LR = 4e-3
-CALIBRATION_WORLDS = (("all", 0.5), ("first", 0.5), ("describe", 0.5), ("describe", 0.25))  # (data.captions, data.text_share)
+# (data.captions, data.text_share, data.dataset): the caption policy, then the text share and
+# the scene complexity (shapes-2: at most 2 objects, data/worlds.py) on top of "describe".
+CALIBRATION_WORLDS = (("all", 0.5, "shapes"), ("first", 0.5, "shapes"), ("describe", 0.5, "shapes"),
+                      ("describe", 0.25, "shapes"), ("describe", 0.5, "shapes-2"))
 
 
 @register("world-calibration")
 def world_calibration() -> list[RunSpec]:
-    """4 worlds x 2 families at cpu-0.33M, 20 elements per parameter: ~40 minutes on 2 cores."""
+    """5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: ~50 minutes on 2 cores."""
     base = _cpu_base()
     d = LR_SWEEP_ELEMENTS_PER_PARAM * backbone_params(get_size(CALIBRATION_SIZE))
     return [_spec(replace(base, family=f, size=CALIBRATION_SIZE, D=d, optim=replace(base.optim, lr=CALIBRATION_LR),
-                          data=replace(base.data, captions=c, text_share=t)))
-            for c, t in CALIBRATION_WORLDS for f in FAMILIES]
+                          data=replace(base.data, captions=c, text_share=t, dataset=w)))
+            for c, t, w in CALIBRATION_WORLDS for f in FAMILIES]
 
 
 @register("paper")

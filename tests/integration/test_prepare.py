@@ -82,3 +82,25 @@ def test_a_given_tokenizer_replaces_training(prepared, tiny_prepare, tmp_path):
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
     assert rebuilt == {"tokenizer", "tokens"}
     assert (copy / "tokenizer.json").read_bytes() == given.read_bytes()
+
+
+def test_a_shapes_variant_is_rendered_and_encoded_with_the_base_worlds_autoencoders(prepared, tiny_prepare, tmp_path):
+    """data/worlds.py: "shapes-2" draws at most 2 objects per scene, trains no autoencoder of its
+    own and is encoded with shapes' (prepared first when only the variant is asked for)."""
+    import shutil
+
+    root, _ = prepared
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    lines: list[str] = []
+    Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "datasets": ("shapes-2",)}), log=lines.append).run()
+    rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
+    assert rebuilt == {"images/shapes-2", "encoded/shapes-2/kl", "encoded/shapes-2/vq"}  # no autoencoder trained
+    assert not (copy / "autoencoders" / "shapes-2").exists()
+    data = EmbeddedData(copy)
+    for split in ("train", "test"):
+        scenes = data.image_set("shapes-2", split)["captions"]
+        counts = [c[0].count(" and ") + c[0].count(", ") + 1 for c in scenes]  # objects in the full description
+        assert max(counts) <= 2 and min(counts) == 1, counts
+    assert data.encoded("shapes-2", "train", "kl").shape == data.encoded("shapes", "train", "kl").shape
+    assert data.paths.autoencoder("shapes-2", "vq") == data.paths.autoencoder("shapes", "vq")
