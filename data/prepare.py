@@ -5,9 +5,11 @@ exist (so a second call does nothing, and an interrupted call resumes at the ste
   text        offline corpora -> train / held-out JSONL         (data/corpora.py)
   tokenizer   byte-level BPE on the training text                (data/tokenizer.py)
   tokens      all text tokenized once into flat arrays
-  images      the shapes world (and optionally Fashion-MNIST) rendered to uint8 tensors
-  autoencoders  a KL VAE and a VQ-VAE per image dataset, trained here; PSNR and, for shapes,
-              the checker's recognition rate of reconstructed scenes are recorded
+  images      the shapes world (and optionally its variants, data/worlds.py, and Fashion-MNIST)
+              rendered to uint8 tensors
+  autoencoders  a KL VAE and a VQ-VAE per image dataset (a shapes variant uses shapes'), trained
+              here; PSNR and, for shapes, the checker's recognition rate of reconstructed scenes
+              are recorded
   encoded     latents and code grids of every image split, computed once
 Every file is written to a temporary name and renamed; the manifest is rewritten after each
 step. The layout is described in data/embedded.py.
