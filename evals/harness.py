@@ -242,6 +242,7 @@ def _geneval(ctx: _Context) -> dict:
 def _cond(ctx: _Context) -> dict:
     n = min(ctx.cfg.cond_images, len(ctx.held_out["captions"]))
     encoded = ctx.data.encoded(ctx.dataset, ctx.cfg.split, ctx.family.image_kind)[:n]
+
     def draw(refs: list[list[str]]) -> list[torch.Tensor]:  # one reference per image, the same draws
         rng = np.random.default_rng(ctx.seed("cond"))
         return [torch.tensor(ctx.tok.encode(r[int(rng.integers(len(r)))]), dtype=torch.long) for r in refs[:n]]
