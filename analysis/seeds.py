@@ -2,8 +2,9 @@
 
     sigma = seed_sigma(table, "text_c4/ppl")   # log-space standard deviation, or nan
 
-Runs that share everything but the seed (family, size, D and the rest of the config, i.e. the
-sweep's replicate groups: the toy sweeps train their smallest size at two seeds) give one
+Runs that share everything but the seed (family, size, the budget D_budget, i.e. the sweep's
+replicate groups: the toy sweeps train their smallest size at two seeds; the elements actually
+trained on differ a little between seeds, so the budget, not D, names the group) give one
 variance each, the sample variance of log(metric) within the group; sigma is the square root
 of their mean (pooled over groups, each with its degrees of freedom). Log space, because the
 metrics the report fits are fitted in log space and their noise scales with their level.
@@ -19,7 +20,7 @@ import math
 import numpy as np
 import pandas as pd
 
-REPLICATE_KEYS = ("sweep", "family", "size", "D")
+REPLICATE_KEYS = ("sweep", "family", "size", "D_budget")
 
 
 def seed_sigma(table: pd.DataFrame, metric: str, keys: tuple[str, ...] = REPLICATE_KEYS) -> float:

@@ -90,7 +90,7 @@ def test_seed_noise_widens_the_interval_by_what_it_moves_the_target():
     assert width(base) < 0.3 < 0.6 < width(noisy) < 1.0
     assert noisy["bootstrap"]["seed_sigma"] == 0.01 and noisy["ratio"] == base["ratio"]
     rng = np.random.default_rng(1)
-    reps = pd.DataFrame([{"sweep": "s", "family": "a", "size": s, "D": d, "seed": k,
+    reps = pd.DataFrame([{"sweep": "s", "family": "a", "size": s, "D_budget": d, "D": d * 1000 + k, "seed": k,
                           "m": math.exp(1 + 0.02 * rng.standard_normal())}
                          for s in ("x", "y") for d in (1, 2) for k in range(10)])
     assert seed_sigma(reps, "m") == pytest.approx(0.02, rel=0.3)
