@@ -2,7 +2,7 @@
 
     python grid/launch.py --sweep demo [--executor auto|slurm|local|debug] [--dry-run] [--json]
         [--results-dir DIR] [--checkpoint-dir DIR] [--max-parallel K] [--retry-failed] [--no-wait]
-        [--set key=value ...]
+        [--set key=value ...] [--only GLOB ...]
         [--partition P] [--account A] [--qos Q] [--time-min M] [--nodes N] [--gpus-per-node G] [--tasks-per-node T]
         [--cpus-per-task C] [--mem-gb M] [--constraint C] [--slurm-config FILE]
 
@@ -16,12 +16,15 @@ with a progress line; `debug` runs them one by one in this process; `slurm` subm
 through submitit (grid/slurm.py: per-size resources, which the SLURM flags or a YAML file of
 the same keys override; one job array per resource shape; preempted or timed-out jobs requeue
 and resume) and, unless --no-wait, follows them to the end. `auto` is slurm where `sbatch` is
-on PATH and `sinfo` answers, else local. --set overrides apply to every run of the sweep (and so change their ids).
+on PATH and `sinfo` answers, else local. --set overrides apply to every run of the sweep (and so
+change their ids). --only keeps the runs whose id matches one of the shell-style patterns (e.g.
+`--only '*-cpu-0.8M-*'` runs the largest size first); ids, and so a later full launch, are unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -183,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-parallel", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--only", nargs="+", default=None, metavar="GLOB", help="only the runs whose id matches")
     ap.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     slurm = ap.add_argument_group("SLURM (override the per-size defaults)")
     for name, kind in SLURM_FLAGS.items():
@@ -200,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         specs = {s.run_id: s for s in sweep_specs(args.sweep, args.set)}  # the sweep, built once
+        if args.only:
+            specs = {rid: s for rid, s in specs.items() if any(fnmatch.fnmatchcase(rid, g) for g in args.only)}
+            if not specs:
+                raise ValueError(f"--only {' '.join(args.only)} matches no run of sweep {args.sweep}; "
+                                 f"--dry-run lists its run ids")
         rows = describe(list(specs.values()))
         states = {rid: run_state(args.results_dir / args.sweep / rid) for rid in specs}
     except (ValueError, ConfigError) as exc:

@@ -39,6 +39,13 @@ def test_list_and_dry_run(capsys):
         assert min(ratios) <= 5 and max(ratios) >= 50
     assert launch(["--sweep", "demo", "--dry-run"]) == 0
     assert "[dry-run] 24 runs; estimated" in capsys.readouterr().out
+    # --only: a subset, by id, with the same ids a full launch would use; no match is an error.
+    assert launch(["--sweep", "toy-paper", "--dry-run", "--json", "--only", "*-cpu-0.8M-*"]) == 0
+    subset = json.loads(capsys.readouterr().out)
+    assert subset and {r["size"] for r in subset} == {"cpu-0.8M"}
+    assert [r["run_id"] for r in subset] == [r["run_id"] for r in rows if r["size"] == "cpu-0.8M"]
+    assert launch(["--sweep", "toy-paper", "--dry-run", "--only", "nothing-*"]) == 2
+    assert "matches no run" in capsys.readouterr().err
 
 
 def test_local_executor_runs_a_sweep_and_a_second_launch_skips_it(prepared, tmp_path, capsys):
