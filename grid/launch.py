@@ -35,8 +35,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from grid.config import ConfigError, resolved
+from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
 from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_state, write_run_config
-from grid.sweeps import GPU_FLOPS, SWEEPS, RunSpec, estimated_seconds, get_sweep, sweep_specs, sweep_wall_seconds
+from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
 from model.sizes import CPU_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
@@ -46,7 +47,7 @@ SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, 
 
 def describe(specs: list[RunSpec]) -> list[dict]:
     """One row per run: id, family, size, seed, N (non-embedding), D, D / N, 6ND FLOPs, the peak
-    learning rate (resolved), the estimated wall seconds (grid/sweeps.estimated_seconds) and the
+    learning rate (resolved), the estimated wall seconds (grid/estimates.estimated_seconds) and the
     resources."""
     from model.accounting import backbone_params
     from model.sizes import get_size

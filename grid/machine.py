@@ -4,7 +4,7 @@
     measure_matmul_peak(...)    # the measurement itself (bench/peak.py prints it)
 
 A toy run's speed is a fraction of the machine's matmul peak that depends on the model size
-(its MFU), so grid/sweeps.py stores per-size elements/s per FLOP/s of peak and multiplies by
+(its MFU), so grid/estimates.py stores per-size elements/s per FLOP/s of peak and multiplies by
 the peak measured here: the estimates follow the machine instead of one calibration box.
 """
 

@@ -4,7 +4,7 @@
     jobs = submit(sweep, specs, results_dir, checkpoint_dir, opts)   # run dirs written by the launcher
 
 Decisions:
-- Resources: each run's per-size default (grid/sweeps.resources_for) overlaid with whatever
+- Resources: each run's per-size default (grid/estimates.resources_for) overlaid with whatever
   the user set (flags or a YAML file of SlurmOptions fields). Runs with the same resources go
   out as one job array (`executor.batch()`), so a 50-run paper sweep is a handful of arrays.
 - One task per GPU (tasks_per_node = gpus_per_node), each task a rank of torch.distributed
@@ -31,7 +31,8 @@ import submitit
 import yaml
 
 from data.atomic import write_text_atomic
-from grid.sweeps import Resources, RunSpec
+from grid.estimates import Resources
+from grid.sweeps import RunSpec
 
 SLURM_DIR = ".slurm"
 SIGTERM_GRACE_S = 60  # after a SIGTERM, how long a job waits for SLURM's next move (KillWait: 30 s)

@@ -10,9 +10,8 @@ import pytest
 
 from grid.ablations import FOLLOWS
 from grid.config import resolved, to_dict
-from grid.sweeps import (ABLATION_KNOBS, CALIBRATION_PEAK, SWEEPS, Resources, RunSpec, estimated_seconds, get_sweep,
-                         register, run_ids, sweep_wall_seconds)
-from grid.sweeps import ISOFLOP_BUDGETS
+from grid.estimates import CALIBRATION_PEAK, Resources, estimated_seconds, sweep_wall_seconds
+from grid.sweeps import ABLATION_KNOBS, ISOFLOP_BUDGETS, SWEEPS, RunSpec, get_sweep, register, run_ids
 from grid.toy_lr import toy_lr
 from model.accounting import backbone_params
 from model.sizes import CPU_SIZES, PAPER_SIZES, get_size
