@@ -3,6 +3,7 @@ over that name, so a crash or a kill never leaves a half-written file under it (
 are atomic). Used for data files, manifests, autoencoders, run directories and checkpoints.
 
     write_text_atomic(path, text)
+    write_bytes_atomic(path, data)
     save_atomic(obj, path)                          # torch.save
     with open_atomic(path) as f: f.write(...)       # a file written in pieces
     write_dir_atomic(directory, lambda tmp: ...)    # a directory built whole, then swapped in
@@ -31,6 +32,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    _atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def save_atomic(obj, path: Path) -> None:

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from data.atomic import write_dir_atomic
+from grid.faults import fault_point
+
 STATE_FILE, META_FILE = "state.pt", "meta.json"
 _FINAL = re.compile(r"^step_(\d{8})$")
 _TEMP = re.compile(r"^\.tmp-(?:old-)?step_\d{8}-(?P<host>.+)-(?P<pid>\d+)$")
@@ -105,6 +107,7 @@ class CheckpointManager:
                 torch.save(state, f)
                 f.flush()
                 os.fsync(f.fileno())
+            fault_point("checkpoint")
             # meta.json last: its presence with a matching checksum is what marks the state complete.
             meta = {"step": step, "file": STATE_FILE, "bytes": state_path.stat().st_size,
                     "sha256": _sha256(state_path), "saved_at": time.time()}
@@ -225,7 +228,7 @@ def set_rng_state(state: dict) -> None:
 
 class PreemptionFlag:
     """Turns SIGUSR1/SIGUSR2/SIGTERM (SLURM's warning before a preemption or time limit;
-    submitit asks for USR2) into a flag.
+    submitit asks for USR2) and SIGHUP (a closed terminal) into a flag.
 
     The handler only sets the flag; the training loop polls `requested` at each step boundary,
     saves a checkpoint and exits. Saving inside the handler would be wrong: Python runs handlers
@@ -235,7 +238,8 @@ class PreemptionFlag:
     Must be created in the main thread (a Python rule for signal handlers).
     """
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM,
+                                                   signal.SIGHUP)) -> None:
         self.signum: int | None = None  # the last signal received
         self.received: list[int] = []  # every distinct signal, in order (SLURM may send two)
         self._previous: dict[int, object] = {}

@@ -10,7 +10,9 @@ metrics, not launchers.
 text_context defaults to the run's seq_len. The run's model is loaded from its latest complete
 checkpoint (the directory status.json records, unless --checkpoint-dir is given). Existing keys
 of evals.json (the trainer's held-out losses, accounting) are kept; benchmark keys are
-replaced. The training run calls the same `evaluate` at its end.
+replaced; a missing or corrupt evals.json is rebuilt whole (held-out losses recomputed). The
+only command that rewrites a finished run's evals.json (grid/runs.py): atomically, with the file
+it replaces kept as evals.prev.json. The training run calls the same `evaluate` at its end.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from data.atomic import write_text_atomic
+from data.atomic import write_bytes_atomic, write_text_atomic
 from evals.harness import EvalConfig, evaluate
 from grid.merge import apply_dotlist
+from grid.runs import read_evals
 
 
 def apply_overrides(cfg: EvalConfig, overrides: list[str]) -> EvalConfig:
@@ -34,11 +37,25 @@ def apply_overrides(cfg: EvalConfig, overrides: list[str]) -> EvalConfig:
     return apply_dotlist(cfg, overrides, what="eval")
 
 
-def merge_evals(run_dir: Path, results: dict) -> dict:
-    """evals.json with `results` written over it, atomically; returns the merged dict."""
+def previous_evals(run_dir: Path) -> dict | None:
+    """The run's evals.json, or None where it is missing or does not parse (then the re-score
+    recomputes the trainer's part too). Read before evaluating: a bad file is found in a second,
+    not after the whole evaluation."""
+    try:
+        return read_evals(run_dir)
+    except ValueError as exc:
+        print(f"[evaluate] {exc}: the held-out losses and accounting are recomputed with the benchmarks",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def merge_evals(run_dir: Path, previous: dict, results: dict) -> dict:
+    """Write `previous` with `results` over it as evals.json, atomically, after copying the file
+    it replaces (whatever its state) to evals.prev.json; returns the merged dict."""
     path = Path(run_dir) / "evals.json"
-    merged = json.loads(path.read_text()) if path.exists() else {}
-    merged.update(results)
+    if path.exists():
+        write_bytes_atomic(path.with_name("evals.prev.json"), path.read_bytes())
+    merged = {**previous, **results}
     write_text_atomic(path, json.dumps(merged, indent=1, sort_keys=True))
     return merged
 
@@ -56,14 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         overrides = apply_overrides(EvalConfig(), args.overrides)
         from grid.trained import load_trained  # the one entry point that reads a run directory
 
+        previous = previous_evals(args.run_dir)
         trained = load_trained(args.run_dir, args.checkpoint_dir, device)
+        if previous is None:
+            from grid.train import final_losses
+
+            previous = final_losses(trained.model, trained.family, trained.cfg, trained.data,
+                                    torch.device(device), trained.step, trained.elements)
         explicit = {item.partition("=")[0].strip() for item in args.overrides}
         cfg = overrides if "text_context" in explicit else \
             dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
         results = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset, cfg,
                            captions=trained.cfg.data.captions)
         results["meta/eval_step"] = trained.step
-        merge_evals(args.run_dir, results)
+        merge_evals(args.run_dir, previous, results)
     except (ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

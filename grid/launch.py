@@ -28,6 +28,7 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,11 +37,13 @@ from pathlib import Path
 
 from grid.config import ConfigError, resolved
 from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
-from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, run_state, write_run_config
+from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, live_state, lock_owner, read_status, run_problem,
+                       run_state, write_run_config)
 from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
 from model.sizes import CPU_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
+REFUSED = 3  # grid/train.py's exit status when another process holds the run
 SLURM_FLAGS = {"partition": str, "account": str, "qos": str, "constraint": str, "time_min": int, "nodes": int,
                "gpus_per_node": int, "tasks_per_node": int, "cpus_per_task": int, "mem_gb": int}
 
@@ -86,8 +89,11 @@ def _progress(states: dict[str, str], start: float, total: int) -> str:
     return f"[launch] {done}/{total} done, {running} running, {failed} failed, {elapsed:.0f}s elapsed, ETA {eta}"
 
 
-def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
-    """Each run in its own process, at most max_parallel at once; returns final states."""
+def run_local(sweep: str, todo: list[str], args) -> None:
+    """Each run in its own process, at most max_parallel at once. SIGTERM, SIGHUP (a closed
+    terminal) or Ctrl-C stop the launch: the children get SIGTERM, checkpoint and exit (they
+    resume on the next launch), and this waits for them, so none is left orphaned. A run that
+    another launch holds is waited for, so the summary reports what became of it."""
     pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
     start, shown, last_print = time.time(), None, 0.0
     # Share the cores: K processes with torch's default thread count each would oversubscribe
@@ -95,29 +101,79 @@ def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
     threads = str(max(1, (os.cpu_count() or 1) // args.max_parallel))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     tty = sys.stdout.isatty()
-    while pending or running:
-        while pending and len(running) < args.max_parallel:
-            rid = pending.pop(0)
-            cmd = [sys.executable, str(Path(__file__).with_name("train.py")), str(args.results_dir / sweep / rid),
-                   "--checkpoint-dir", str(args.checkpoint_dir)]
-            log = open(args.results_dir / sweep / f".{rid}.log", "w")
-            running[rid] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            states[rid] = "running"
-        for rid, (proc, log) in list(running.items()):
-            if proc.poll() is not None:
-                log.close()
-                del running[rid]
-                states[rid] = run_state(args.results_dir / sweep / rid)
-        # A live line on a terminal; in a log file, a line when something changed or each minute.
-        counts = sorted(states.values())
+    stop: list[int] = []
+    previous = {sig: signal.signal(sig, lambda n, _: stop.append(n))
+                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    held: list[str] = []  # refused: another launch is running them
+    try:
+        while pending or running:
+            if stop and pending:
+                print(f"\n[launch] {signal.Signals(stop[0]).name}: stopping {len(running)} run(s) at their next "
+                      f"checkpoint; relaunch to resume", file=sys.stderr, flush=True)
+                for proc, _ in running.values():
+                    proc.send_signal(signal.SIGTERM)
+                pending = []
+            while pending and len(running) < args.max_parallel:
+                rid = pending.pop(0)
+                cmd = [sys.executable, str(Path(__file__).with_name("train.py")), str(args.results_dir / sweep / rid),
+                       "--checkpoint-dir", str(args.checkpoint_dir)]
+                log = open(args.results_dir / sweep / f".{rid}.log", "a")  # a relaunch appends
+                log.write(f"--- launch {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n")
+                log.flush()
+                running[rid] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+                states[rid] = "running"
+            for rid, (proc, log) in list(running.items()):
+                if proc.poll() is not None:
+                    log.close()
+                    del running[rid]
+                    if proc.returncode == REFUSED:
+                        held.append(rid)
+                    states[rid] = run_state(args.results_dir / sweep / rid)
+                    _show_notes(args.results_dir / sweep / rid)
+            # A live line on a terminal; in a log file, a line when something changed or each minute.
+            counts = sorted(states.values())
+            if tty:
+                print("\r" + _progress(states, start, len(todo)), end="", flush=True)
+            elif counts != shown or time.time() - last_print > 60:
+                print(_progress(states, start, len(todo)), flush=True)
+                shown, last_print = counts, time.time()
+            time.sleep(0.5)
         if tty:
-            print("\r" + _progress(states, start, len(todo)), end="", flush=True)
-        elif counts != shown or time.time() - last_print > 60:
-            print(_progress(states, start, len(todo)), flush=True)
-            shown, last_print = counts, time.time()
-        time.sleep(0.5)
-    print(("\r" if tty else "") + _progress(states, start, len(todo)))
-    return states
+            print()
+        _wait_for_other_launches(args.results_dir / sweep, held, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _show_notes(run_dir: Path) -> None:
+    """A finished child's notes (grid/train.py: resumes, checkpoint fallbacks, skipped data)."""
+    try:
+        notes = (read_status(run_dir) or {}).get("notes", [])
+    except ValueError:
+        return
+    for note in notes:
+        print(f"[launch] {run_dir.name}: {note}", flush=True)
+
+
+def _wait_for_other_launches(sweep_dir: Path, held: list[str], stop: list[int]) -> None:
+    """Wait until no live process holds the runs another launch was running."""
+    waiting = [rid for rid in held if lock_owner(sweep_dir / rid)]
+    if waiting:
+        print(f"[launch] waiting for {len(waiting)} run(s) that another launch is running: {', '.join(waiting)}",
+              flush=True)
+    while waiting and not stop:
+        time.sleep(1)
+        waiting = [rid for rid in waiting if lock_owner(sweep_dir / rid)]
+
+
+def _check_data(specs: list[RunSpec]) -> None:
+    """Every data dir the runs read is prepared: otherwise each run would fail at its start and
+    need --retry-failed after the fix. FileNotFoundError names the dir and the command."""
+    from data.embedded import EmbeddedData
+
+    for data_dir in sorted({resolved(s.cfg).data.data_dir for s in specs}):
+        EmbeddedData(data_dir or None)
 
 
 def _prepare_evaluators(specs: list[RunSpec]) -> None:
@@ -132,19 +188,19 @@ def _prepare_evaluators(specs: list[RunSpec]) -> None:
         feature_network(EmbeddedData(data_dir or None), dataset, log=lambda line: print(line, flush=True))
 
 
-def run_slurm(sweep: str, todo: list[RunSpec], args, opts) -> dict[str, str]:
+def run_slurm(sweep: str, todo: list[RunSpec], args, opts) -> None:
     """Submit the runs; unless --no-wait, follow them until every job has ended."""
     from grid.slurm import submit
 
     if not todo:
-        return {}
+        return
     jobs = submit(sweep, todo, args.results_dir, args.checkpoint_dir, opts)
     todo = [s.run_id for s in todo]
     arrays = sorted({j.job_id.split("_")[0] for j in jobs.values()})
     print(f"[launch] submitted {len(jobs)} run(s) as SLURM job(s) {', '.join(arrays)}; "
           f"python grid/status.py --sweep {sweep} follows them", flush=True)
     if args.no_wait:
-        return {rid: "submitted" for rid in todo}
+        return
     start, shown = time.time(), None
     while True:
         finished = {rid: job.done() for rid, job in jobs.items()}
@@ -155,7 +211,7 @@ def run_slurm(sweep: str, todo: list[RunSpec], args, opts) -> dict[str, str]:
             print(line, flush=True)
             shown = states
         if all(finished.values()):
-            return {rid: run_state(args.results_dir / sweep / rid) for rid in todo}
+            return
         time.sleep(5)
 
 
@@ -226,32 +282,44 @@ def main(argv: list[str] | None = None) -> int:
                       f"{res['cpus_per_task']} CPU/task, {res['time_min']} min")
             _print_total(list(specs.values()), rows)
         return 0
-    (args.results_dir / args.sweep).mkdir(parents=True, exist_ok=True)
+    executor = args.executor
+    if executor == "auto":
+        executor = _auto_executor()
+    opts = None
+    if executor == "slurm":  # its options first: a bad file fails before anything is written
+        from grid.slurm import SlurmOptions
+
+        try:
+            opts = SlurmOptions.load(args.slurm_config, {k: getattr(args, k) for k in SLURM_FLAGS})
+        except (ValueError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    sweep_dir = args.results_dir / args.sweep
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        probe = sweep_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        print(f"error: cannot write the results dir {exc.filename or sweep_dir} ({exc.strerror}): "
+              f"pass a writable --results-dir", file=sys.stderr)
+        return 2
     todo = [rid for rid, s in states.items() if s in ("new", "running", "preempted")
             or (s == "failed" and args.retry_failed)]
-    skipped = {rid: s for rid, s in states.items() if rid not in todo}
-    print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, "
-          f"{sum(s == 'done' for s in skipped.values())} done, {sum(s == 'failed' for s in skipped.values())} "
-          f"failed (rerun with --retry-failed)")
+    skipped = [s for rid, s in states.items() if rid not in todo]
+    print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, {skipped.count('done')} done, "
+          f"{skipped.count('failed')} failed (rerun with --retry-failed)"
+          + (f", {skipped.count('corrupt')} with a corrupt status.json (left alone)" if "corrupt" in skipped else ""))
     try:
+        _check_data([specs[rid] for rid in todo])
         _prepare_evaluators([specs[rid] for rid in todo])
     except (FileNotFoundError, ValueError) as exc:  # e.g. the data is not prepared yet
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for rid in todo:  # the message every worker reads
-        write_run_config(args.results_dir / args.sweep / rid, specs[rid].cfg)
-    executor = args.executor
-    if executor == "auto":
-        executor = _auto_executor()
+        write_run_config(sweep_dir / rid, specs[rid].cfg)
     if executor == "slurm":
-        from grid.slurm import SlurmOptions
-
-        try:
-            opts = SlurmOptions.load(args.slurm_config, {k: getattr(args, k) for k in SLURM_FLAGS})
-        except (OSError, ValueError, TypeError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        final = run_slurm(args.sweep, [specs[rid] for rid in todo], args, opts)
+        run_slurm(args.sweep, [specs[rid] for rid in todo], args, opts)
         if args.no_wait:
             return 0
     elif executor == "debug":
@@ -259,17 +327,24 @@ def main(argv: list[str] | None = None) -> int:
 
         for rid in todo:
             try:
-                run_from_dir(args.results_dir / args.sweep / rid, args.checkpoint_dir)
+                run_from_dir(sweep_dir / rid, args.checkpoint_dir)
             except Exception as exc:  # recorded in status.json by train; the sweep goes on
                 print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
-        final = {rid: run_state(args.results_dir / args.sweep / rid) for rid in todo}
     else:
-        final = run_local(args.sweep, todo, args)
-    failed = [rid for rid, s in final.items() if s != "done"]
-    if failed:
-        print(f"[launch] {len(failed)} run(s) not done: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+        run_local(args.sweep, todo, args)
+    return _summary(args.sweep, sweep_dir, list(specs))
 
+
+def _summary(sweep: str, sweep_dir: Path, run_ids: list[str]) -> int:
+    """One line per run of the sweep that is not a finished result (state, reason, the command
+    that fixes it); 1 when there is any, else 0."""
+    problems = {rid: p for rid in run_ids if (p := run_problem(sweep_dir / rid, sweep))}
+    for rid, problem in problems.items():
+        print(f"[launch] {rid} {live_state(sweep_dir / rid)}: {problem}", file=sys.stderr)
+    done = len(run_ids) - len(problems)
+    print(f"[launch] {sweep}: {done}/{len(run_ids)} runs done" + (f", {len(problems)} not" if problems else ""),
+          flush=True)
+    return 1 if problems else 0
 
 if __name__ == "__main__":
     sys.exit(main())

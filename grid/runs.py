@@ -1,10 +1,19 @@
 """The state of a run directory, the lock that keeps two launches from running one run, and
 the resolved config.yaml that tells a worker what to run.
 
-States (status.json "state"): new (no status yet), running, preempted, done, failed. A
-"running" run whose lock holder is dead on this host was interrupted: it resumes like a
-preempted one. The lock is a file created with O_EXCL (atomic on local and NFS v3+ file
+States (status.json "state"): new (no status yet), running, preempted, done, failed, and
+corrupt (a status.json that does not parse: that run is left alone, the rest go on). A
+"running" run whose lock holder is dead was interrupted (`live_state` says so): it resumes
+like a preempted one. The lock is a file created with O_EXCL (atomic on local and NFS v3+ file
 systems) holding the owner's host and pid.
+
+`run_problem` says, in one line with the command that fixes it, why a run is not a finished
+result: the launcher's final summary and grid/status.py print it.
+
+The invariant: no command modifies a finished (done) run's files. The trainer refuses a done
+run (grid/train.py), the launcher never starts one, and the only command that rewrites its
+evals.json is the explicit re-score `python -m grid.evaluate RUN_DIR`, atomically, with the
+previous file kept beside it as evals.prev.json.
 """
 
 from __future__ import annotations
@@ -44,17 +53,88 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def run_state(run_dir: Path) -> str:
-    """new / running / preempted / done / failed; a corrupt status.json is a one-line error
-    naming the file (nothing is deleted)."""
+def read_status(run_dir: Path) -> dict | None:
+    """status.json as a dict; None when there is none; ValueError naming the file when it does
+    not parse or has no state."""
     path = Path(run_dir) / "status.json"
-    if not path.exists():
-        return "new"
     try:
-        state = json.loads(path.read_text())["state"]
-    except (ValueError, KeyError) as exc:
-        raise ValueError(f"{path} is corrupt ({exc.__class__.__name__}): fix or delete it to rerun this run") from None
-    return state
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupt ({exc})") from None
+    if not isinstance(status, dict) or "state" not in status:
+        raise ValueError(f"{path} is corrupt (no state)")
+    return status
+
+
+def run_state(run_dir: Path) -> str:
+    """new / running / preempted / done / failed / corrupt (nothing is deleted or rewritten)."""
+    try:
+        status = read_status(run_dir)
+    except ValueError:
+        return "corrupt"
+    return "new" if status is None else status["state"]
+
+
+def lock_owner(run_dir: Path) -> dict | None:
+    """Who holds the run's lock, if a live process does: its host and pid (a process on another
+    host counts as live: it cannot be asked)."""
+    try:
+        owner = json.loads((Path(run_dir) / ".lock").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(owner, dict):
+        return None
+    if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
+        return None
+    return owner
+
+
+def live_state(run_dir: Path) -> str:
+    """run_state, with a "running" run that no live process holds called "interrupted"."""
+    state = run_state(run_dir)
+    return "interrupted" if state == "running" and lock_owner(run_dir) is None else state
+
+
+def read_evals(run_dir: Path) -> dict:
+    """evals.json as a dict; ValueError naming the file when it is missing or does not parse."""
+    path = Path(run_dir) / "evals.json"
+    try:
+        evals = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is corrupt ({exc})") from None
+    if not isinstance(evals, dict):
+        raise ValueError(f"{path} is corrupt (not a mapping)")
+    return evals
+
+
+def run_problem(run_dir: Path, sweep: str) -> str | None:
+    """Why this run is not a finished result, and the command that fixes it; None when it is."""
+    run_dir = Path(run_dir)
+    launch = f"python grid/launch.py --sweep {sweep}"
+    state = live_state(run_dir)
+    if state == "corrupt":
+        try:
+            read_status(run_dir)
+        except ValueError as exc:
+            return f"{exc}: fix it, or delete it to rerun the run ({launch})"
+    if state == "done":
+        try:
+            read_evals(run_dir)
+        except ValueError as exc:
+            return f"{exc}: python -m grid.evaluate {run_dir} re-scores the trained model"
+        return None
+    if state == "failed":
+        error = (read_status(run_dir) or {}).get("error", "no error recorded")
+        return f"{error}: fix the cause, then {launch} --retry-failed"
+    if state == "running":
+        owner = lock_owner(run_dir) or {}
+        return f"being run by pid {owner.get('pid')} on {owner.get('host')}: python grid/status.py --sweep {sweep}"
+    return {"new": f"not started: {launch}", "preempted": f"stopped at a checkpoint: {launch} resumes it",
+            "interrupted": f"its process died: {launch} resumes it from its last checkpoint"}.get(state, state)
 
 
 class RunLock:

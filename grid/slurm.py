@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import submitit
-import yaml
 
 from data.atomic import write_text_atomic
 from grid.estimates import Resources
+from grid.merge import read_yaml
 from grid.sweeps import RunSpec
 
 SLURM_DIR = ".slurm"
@@ -58,7 +58,7 @@ class SlurmOptions:
     @staticmethod
     def load(path: str | Path | None, overrides: dict) -> "SlurmOptions":
         """Fields from a YAML file, then from flags (unknown keys are a one-line error)."""
-        values = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+        values = read_yaml(path) if path else {}
         values.update({k: v for k, v in overrides.items() if v is not None})
         known = {f.name for f in fields(SlurmOptions)}
         unknown = sorted(set(values) - known)

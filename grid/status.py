@@ -1,8 +1,10 @@
 """Per-run state of a sweep:
 `python grid/status.py --sweep NAME [--results-dir DIR] [--set key=value ...] [--json]`.
 
-Reads the run directories (status.json, metrics.jsonl): state, host, last step and elements
-seen, the error of a failed run; and for runs submitted to SLURM (results/<sweep>/.slurm/
+Reads the run directories (status.json, metrics.jsonl): state ("interrupted" for a running
+run whose process is dead, "corrupt" for a status.json that does not parse), host, last step
+and elements seen, and for a run that is not a finished result why, with the command that
+fixes it (grid/runs.run_problem); and for runs submitted to SLURM (results/<sweep>/.slurm/
 jobs.json), the job id and SLURM's state of it (sacct/squeue; PENDING, RUNNING, REQUEUED ...).
 """
 
@@ -13,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from grid.runs import DEFAULT_RESULTS, run_state
+from grid.runs import DEFAULT_RESULTS, live_state, read_status, run_problem
 from grid.slurm import job_states, recorded_jobs
 from grid.sweeps import sweep_specs
 
@@ -25,21 +27,31 @@ def sweep_status(sweep: str, results_dir: Path, overrides: list[str] = ()) -> li
     for spec in sweep_specs(sweep, list(overrides)):
         rid = spec.run_id
         run_dir = results_dir / sweep / rid
-        row = {"run_id": rid, "state": run_state(run_dir)}
-        if row["state"] != "new":
-            status = json.loads((run_dir / "status.json").read_text())
-            row.update({k: status.get(k) for k in ("host", "slurm_job_id", "error")})
+        row = {"run_id": rid, "state": live_state(run_dir)}
+        if row["state"] not in ("new", "corrupt"):
+            status = read_status(run_dir)
+            row.update({k: status.get(k) for k in ("host", "slurm_job_id")})
+        row["problem"] = run_problem(run_dir, sweep) if row["state"] not in ("new", "running") else None
         if rid in jobs:
             row["slurm_job_id"] = jobs[rid]
             row["slurm_state"] = slurm_states.get(jobs[rid], "unknown")
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.exists():
-            lines = metrics.read_text().splitlines()
-            if lines:
-                last = json.loads(lines[-1])
-                row.update(step=last["step"], elements=last["elements"])
+        last = _last_metrics(run_dir / "metrics.jsonl")
+        if last:
+            row.update(step=last["step"], elements=last["elements"])
         rows.append(row)
     return rows
+
+
+def _last_metrics(path: Path) -> dict | None:
+    """The last complete line of metrics.jsonl (a killed run can leave a torn one)."""
+    if not path.exists():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         extra = f" step {r['step']} ({r['elements']:,} elements)" if "step" in r else ""
         job = f" slurm {r['slurm_job_id']} {r.get('slurm_state', '')}".rstrip() if r.get("slurm_job_id") else ""
-        err = f"  {r['error']}" if r.get("error") else ""
+        err = f"  {r['problem']}" if r.get("problem") else ""
         print(f"{r['run_id']:52s} {r['state']:10s}{extra}{job}{err}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "preempted", "failed", "new")}
+    counts = {s: sum(r["state"] == s for r in rows)
+              for s in ("done", "running", "interrupted", "preempted", "failed", "corrupt", "new")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
     return 0
 

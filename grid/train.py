@@ -12,8 +12,11 @@ supplies the model, its loss terms and its recipe: nothing here branches on it. 
 from its latest complete checkpoint (model, optimizer, schedule, step, elements seen, stream
 position and every RNG state), so a run killed at any step and started again ends exactly where
 an uninterrupted one does; metrics lines written after that checkpoint by the killed process
-are dropped on resume. SIGUSR1 / SIGUSR2 / SIGTERM checkpoint at the next step boundary and exit. A run
-that raises, or whose loss is not finite, is marked failed with its error in status.json.
+are dropped on resume (a torn last line too). SIGUSR1 / SIGUSR2 / SIGTERM / SIGHUP checkpoint
+at the next step boundary and exit. A run that raises, or whose loss is not finite, is marked
+failed with its error in status.json. A run that is done already is left as it is: train()
+returns at once (grid/runs.py states the invariant). status.json "notes" lists what a launcher
+shows as the run ends: a resume, a checkpoint fallback, skipped data.
 
 At the end a run records its held-out losses (evals/held_out.py; also every eval_every steps
 in metrics.jsonl) and the benchmarks of evals/harness.py (settings: the config's `eval.*`) in
@@ -31,6 +34,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -44,9 +48,11 @@ from evals.held_out import held_out_losses
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 from grid.config import ConfigError, RunConfig, load_config, resolved, stream_config
 from grid.distributed import Dist, full_state, load_full_state, unwrap
+from grid.faults import fault_point
 from grid.family import family_for
 from grid.identity import run_id
-from grid.runs import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, RunLock, RunLocked, slurm_job_id, write_run_config
+from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, REPO_ROOT, RunLock, RunLocked, run_state,
+                       slurm_job_id, write_run_config)
 from model.batch import PackedBatch
 from model.family import Family, combine
 
@@ -109,6 +115,17 @@ def evaluate(model, family: Family, cfg: RunConfig, data: EmbeddedData, device, 
     return out
 
 
+def final_losses(model, family: Family, cfg: RunConfig, data: EmbeddedData, device, step: int, elements: int,
+                 dist: Dist = Dist()) -> dict:
+    """evals.json before the benchmarks: the held-out losses, and the three N (DESIGN "Element
+    accounting") with 6ND for each, so analysis can switch."""
+    counts = family.param_counts()
+    out = evaluate(model, family, cfg, data, device, dist=dist)
+    out.update(step=step, elements=elements, flops=6 * counts["n_nonembedding"] * elements, **counts,
+               **{f"flops_{k[2:]}": 6 * v * elements for k, v in counts.items()})
+    return out
+
+
 def _autocast(cfg: RunConfig, device: torch.device):
     """bf16 autocast for precision=bf16 (paper: bf16 on GPUs); fp32 runs without it."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
@@ -125,25 +142,43 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     device = _device(cfg)
     dist = Dist.from_env(device)
     device = dist.device(device.type)
-    lock, refused = RunLock(run_dir), None
+    lock, refused, state = RunLock(run_dir), None, None
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            lock.__enter__()  # two launches of one sweep never run a run twice
+            lock.__enter__()  # two launches of one sweep never run a run at once
         except RunLocked as exc:
             refused = str(exc)
-    refused = dist.broadcast(refused)
+        else:
+            # Under the lock: a launch that waited for another to finish this run must not run
+            # it again, and a finished run's files are never rewritten (grid/runs.py).
+            state = run_state(run_dir)
+            if state in ("done", "corrupt"):
+                lock.__exit__()
+    refused, state = dist.broadcast((refused, state))
     if refused:
         raise RunLocked(refused)
+    if state == "corrupt":
+        raise ValueError(f"{run_dir}/status.json is corrupt: fix it, or delete it to rerun the run")
+    if state == "done":
+        print(f"[train] {rid} is done already: its files are left as they are "
+              f"(python -m grid.evaluate {run_dir} re-scores it)", file=sys.stderr, flush=True)
+        return run_dir
     status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "started": time.time(), "slurm_job_id": slurm_job_id(), "world_size": dist.world,
               "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
               "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid)}
+    notes: list[str] = []  # what a launcher shows: resumes, checkpoint fallbacks, skipped data
     try:
         if dist.is_main:
             write_run_config(run_dir, cfg)  # written by the launcher already, unless run directly
             write_json(run_dir / "status.json", status)
-        state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist, notes)
+            finally:
+                notes += _our_warnings(caught)
         status.update(state=state, finished=time.time(), signals=signals)
     except Exception as exc:  # recorded, then re-raised: the caller decides what continues
         status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
@@ -151,16 +186,30 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
         raise
     finally:
         if dist.is_main:
+            status["notes"] = notes
+            if status["state"] == "done":
+                fault_point("status")
             write_json(run_dir / "status.json", status)
             lock.__exit__()
     dist.barrier()  # the other ranks return once the run's final status is on disk
     return run_dir
 
 
+def _our_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Show every warning caught during a run (in its log, as Python would have), and return
+    this suite's own (checkpoint fallbacks, skipped data: the ones a launcher must show)."""
+    ours = []
+    for w in caught:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        if Path(w.filename).resolve().is_relative_to(REPO_ROOT) and str(w.message) not in ours:
+            ours.append(str(w.message))
+    return ours
+
+
 def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.device,
-         dist: Dist) -> tuple[str, list[str]]:
+         dist: Dist, notes: list[str]) -> tuple[str, list[str]]:
     """Train to D elements (or to a preemption signal); returns (state, names of the signals
-    received; "peer" where another rank received them)."""
+    received; "peer" where another rank received them). A resume is added to `notes`."""
     data = EmbeddedData(cfg.data.data_dir or None)
     family = family_for(cfg, data)
     torch.manual_seed(cfg.seed)
@@ -192,9 +241,12 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
         set_rng_state(saved["rng"])
         gen.set_state(saved["generator"])
         elements = saved["elements"]
+        notes.append(f"resumed from the checkpoint at step {step} ({elements:,} elements)")
     metrics_path = run_dir / "metrics.jsonl"
     if dist.is_main:
-        _truncate_metrics(metrics_path, step)
+        dropped = _truncate_metrics(metrics_path, step)
+        if dropped:
+            notes.append(f"dropped {dropped} metrics line(s) past step {step}, written after its checkpoint")
     flops_per_element = 6 * counts["n_nonembedding"]
 
     def save() -> None:
@@ -227,7 +279,11 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
                 record = {"step": step, "elements": elements, "flops": flops_per_element * elements,
                           "lr": sched.get_last_lr()[0], "grad_norm": _local(grad_norm),
                           "seconds": round(time.time() - start, 3), **parts}
-                metrics.write(json.dumps(record) + "\n")
+                line = json.dumps(record) + "\n"
+                metrics.write(line[:len(line) // 2])
+                metrics.flush()
+                fault_point("metrics")  # tests: a kill here leaves a torn last line
+                metrics.write(line[len(line) // 2:])
                 metrics.flush()
             if cfg.eval_every and step % cfg.eval_every == 0 and elements < cfg.D:
                 held_out = evaluate(model, family, cfg, data, device, dist=dist)
@@ -241,10 +297,8 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
                 if stop:
                     return "preempted", [signal.Signals(n).name for n in preempt.received] or ["peer"]
     save()
-    evals = evaluate(model, family, cfg, data, device, dist=dist)
-    # The three N (DESIGN "Element accounting") and 6ND for each, so analysis can switch.
-    evals.update(step=step, elements=elements, flops=flops_per_element * elements, **counts,
-                 **{f"flops_{k[2:]}": 6 * v * elements for k, v in counts.items()})
+    evals = final_losses(model, family, cfg, data, device, step, elements, dist)
+    fault_point("evaluation")
     if dist.is_main:
         if fsdp:  # the samplers need whole parameters on one process
             evals["meta/benchmarks"] = "skipped under FSDP: run python -m grid.evaluate RUN_DIR on one GPU"
@@ -262,13 +316,26 @@ def _local(value: torch.Tensor) -> float:
     return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_metrics(path: Path, step: int) -> int:
     """Keep only metrics up to the resumed step: later lines came from a process that died
-    before its next checkpoint, and the resumed run will write them again."""
+    before its next checkpoint, and the resumed run will write them again. A torn last line
+    (a kill mid-write) is one of those; a bad line before the last is an error naming the file
+    and the line. Returns how many lines were dropped."""
     if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path} line {i + 1} is not JSON ({exc}): delete that line, then relaunch") from None
+        if record["step"] <= step:
+            keep.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in keep))
+    return len(lines) - len(keep)
 
 
 def run_from_dir(run_dir: Path, checkpoint_dir: Path = DEFAULT_CHECKPOINTS) -> Path:
@@ -313,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a results dir that cannot be created or written
+        print(f"error: cannot write {exc.filename or args.results_dir}: {exc.strerror}", file=sys.stderr)
         return 2
     print(json.dumps({"run_dir": str(run_dir), **json.loads((run_dir / "status.json").read_text())},
                      default=str)[:2000])

@@ -1,6 +1,6 @@
 """A finished (or checkpointed) run, loaded back for evaluation:
 
-    trained = load_trained("results/demo/<run_id>")   # config, family, model (eval mode), data, step
+    trained = load_trained("results/demo/<run_id>")   # config, family, model (eval mode), data, step, elements
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from data.embedded import EmbeddedData
 from grid.checkpoint import CheckpointManager
-from grid.config import RunConfig, from_yaml
+from grid.config import RunConfig, load_config
 from grid.family import family_for
 from model.family import Family
 
@@ -25,6 +25,7 @@ class Trained:
     model: torch.nn.Module
     data: EmbeddedData
     step: int
+    elements: int  # training elements seen at that checkpoint
 
 
 def load_trained(run_dir: str | Path, checkpoint_dir: str | Path | None = None,
@@ -35,7 +36,7 @@ def load_trained(run_dir: str | Path, checkpoint_dir: str | Path | None = None,
     config = run_dir / "config.yaml"
     if not config.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml): pass results/<sweep>/<run_id>")
-    cfg = from_yaml(config.read_text())
+    cfg = load_config(config)  # a damaged file is a one-line ConfigError naming it
     if checkpoint_dir is None:
         try:
             checkpoint_dir = json.loads((run_dir / "status.json").read_text())["checkpoint_dir"]
@@ -52,4 +53,4 @@ def load_trained(run_dir: str | Path, checkpoint_dir: str | Path | None = None,
     model = family.build().to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    return Trained(cfg=cfg, family=family, model=model, data=data, step=step)
+    return Trained(cfg=cfg, family=family, model=model, data=data, step=step, elements=state["elements"])

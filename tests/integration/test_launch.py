@@ -72,17 +72,23 @@ def test_bad_input_is_one_line_and_deletes_nothing(prepared, tmp_path):
     a_file.write_text("keep")
     out = subprocess.run(cmd + ["--sweep", "demo", "--results-dir", str(a_file)], capture_output=True, text=True)
     assert out.returncode == 2 and a_file.read_text() == "keep"
-    # A corrupt status.json: named in one line, left in place.
+    # A corrupt status.json: that run is left alone and named in one summary line with its fix;
+    # the rest of the sweep runs; the launch exits 1 (a run is not done).
     results = tmp_path / "r"
     rows = json.loads(subprocess.run(cmd + ["--sweep", SWEEP, "--dry-run", "--json", "--set", *_tiny(root)],
                                      capture_output=True, text=True, check=True).stdout)
-    run_dir = results / SWEEP / rows[0]["run_id"]
+    run_dir, other = (results / SWEEP / r["run_id"] for r in rows)
     run_dir.mkdir(parents=True)
     (run_dir / "status.json").write_text("{not json")
-    out = subprocess.run(cmd + ["--sweep", SWEEP, "--results-dir", str(results), "--set", *_tiny(root)],
-                         capture_output=True, text=True)
-    assert out.returncode == 2 and "status.json is corrupt" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = subprocess.run(cmd + ["--sweep", SWEEP, "--results-dir", str(results), "--checkpoint-dir",
+                                str(tmp_path / "c"), "--set", *_tiny(root)], capture_output=True, text=True)
+    lines = [line for line in out.stderr.splitlines() if rows[0]["run_id"] in line]
+    assert out.returncode == 1 and len(lines) == 1 and "status.json is corrupt" in lines[0] and "delete" in lines[0]
     assert (run_dir / "status.json").read_text() == "{not json"
+    assert json.loads((other / "status.json").read_text())["state"] == "done"
+    out = subprocess.run([sys.executable, str(ROOT / "grid" / "status.py"), "--sweep", SWEEP, "--results-dir",
+                          str(results), "--set", *_tiny(root)], capture_output=True, text=True)
+    assert out.returncode == 0 and "corrupt" in out.stdout and "1 done, 1 corrupt" in out.stdout
 
 
 def test_status_reports_every_run(tmp_path, capsys):
