@@ -102,12 +102,14 @@ def run_local(sweep: str, todo: list[str], args) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     tty = sys.stdout.isatty()
     stop: list[int] = []
+    stopping = False
     previous = {sig: signal.signal(sig, lambda n, _: stop.append(n))
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     held: list[str] = []  # refused: another launch is running them
     try:
         while pending or running:
-            if stop and pending:
+            if stop and not stopping:
+                stopping = True
                 print(f"\n[launch] {signal.Signals(stop[0]).name}: stopping {len(running)} run(s) at their next "
                       f"checkpoint; relaunch to resume", file=sys.stderr, flush=True)
                 for proc, _ in running.values():

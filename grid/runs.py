@@ -59,7 +59,7 @@ def read_status(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "status.json"
     try:
         status = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except ValueError as exc:
         raise ValueError(f"{path} is corrupt ({exc})") from None

@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,12 +173,9 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
         if dist.is_main:
             write_run_config(run_dir, cfg)  # written by the launcher already, unless run directly
             write_json(run_dir / "status.json", status)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            try:
-                state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist, notes)
-            finally:
-                notes += _our_warnings(caught)
+            print(f"[train] {rid}: training on {status['host']} (pid {status['pid']})", file=sys.stderr, flush=True)
+        with _noting_warnings(notes):
+            state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist, notes)
         status.update(state=state, finished=time.time(), signals=signals)
     except Exception as exc:  # recorded, then re-raised: the caller decides what continues
         status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
@@ -195,15 +192,21 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     return run_dir
 
 
-def _our_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
-    """Show every warning caught during a run (in its log, as Python would have), and return
-    this suite's own (checkpoint fallbacks, skipped data: the ones a launcher must show)."""
-    ours = []
-    for w in caught:
-        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        if Path(w.filename).resolve().is_relative_to(REPO_ROOT) and str(w.message) not in ours:
-            ours.append(str(w.message))
-    return ours
+@contextmanager
+def _noting_warnings(notes: list[str]):
+    """Warnings show in the run's log as usual; this suite's own (checkpoint fallbacks, skipped
+    data: the ones a launcher must show) are also added to `notes`, once each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        show = warnings.showwarning
+
+        def note(message, category, filename, lineno, file=None, line=None):
+            if Path(filename).resolve().is_relative_to(REPO_ROOT) and str(message) not in notes:
+                notes.append(str(message))
+            show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = note
+        yield
 
 
 def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.device,
