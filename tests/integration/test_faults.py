@@ -22,14 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 SWEEP = "ablation-noise-limit"
 
 
+def _sets(data_dir) -> list[str]:
+    return ["size=cpu-0.11M", "D=4000", "seq_len=96", "batch_rows=2", "checkpoint_every=3",
+            "model.patch_kind=linear", f"data.data_dir={data_dir}", "eval.benchmarks=[text]"]
+
+
 def _cmd(out: Path, data_dir) -> list[str]:
     # Two processes of one thread each, every time: a different thread count sums in a
     # different order, and the comparison is exact.
     return [sys.executable, str(ROOT / "grid" / "launch.py"), "--sweep", SWEEP, "--executor", "local",
-            "--max-parallel", "2",
-            "--results-dir", str(out / "r"), "--checkpoint-dir", str(out / "c"), "--set", "size=cpu-0.11M",
-            "D=4000", "seq_len=96", "batch_rows=2", "checkpoint_every=3", "model.patch_kind=linear",
-            f"data.data_dir={data_dir}", "eval.benchmarks=[text]"]
+            "--max-parallel", "2", "--results-dir", str(out / "r"), "--checkpoint-dir", str(out / "c"),
+            "--set", *_sets(data_dir)]
 
 
 def _result(out: Path) -> dict:
@@ -57,6 +60,9 @@ def _killed_then_relaunched(reference, tmp_path, point: str, k: int) -> None:
     killed = subprocess.run(_cmd(tmp_path, root), capture_output=True, text=True, timeout=600,
                             env={**os.environ, ENV_VAR: f"{point}:{k}"})
     assert killed.returncode == 1, killed.stderr[-2000:]  # a run was killed: the launch says it is not done
+    status = subprocess.run([sys.executable, str(ROOT / "grid" / "status.py"), "--sweep", SWEEP, "--results-dir",
+                             str(tmp_path / "r"), "--set", *_sets(root)], capture_output=True, text=True, timeout=120)
+    assert "interrupted" in status.stdout and "resumes it" in status.stdout, status.stdout + status.stderr
     relaunch = subprocess.run(_cmd(tmp_path, root), capture_output=True, text=True, timeout=600)
     assert relaunch.returncode == 0, relaunch.stderr[-2000:]
     assert _result(tmp_path) == expected
