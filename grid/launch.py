@@ -89,11 +89,12 @@ def _progress(states: dict[str, str], start: float, total: int) -> str:
     return f"[launch] {done}/{total} done, {running} running, {failed} failed, {elapsed:.0f}s elapsed, ETA {eta}"
 
 
-def run_local(sweep: str, todo: list[str], args) -> None:
+def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
     """Each run in its own process, at most max_parallel at once. SIGTERM, SIGHUP (a closed
     terminal) or Ctrl-C stop the launch: the children get SIGTERM, checkpoint and exit (they
     resume on the next launch), and this waits for them, so none is left orphaned. A run that
-    another launch holds is waited for, so the summary reports what became of it."""
+    another launch holds is waited for, so the summary reports what became of it. Returns, for
+    the children that died before recording a state, why (exit status and last log line)."""
     pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
     start, shown, last_print = time.time(), None, 0.0
     # Share the cores: K processes with torch's default thread count each would oversubscribe
@@ -106,6 +107,7 @@ def run_local(sweep: str, todo: list[str], args) -> None:
     previous = {sig: signal.signal(sig, lambda n, _: stop.append(n))
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
     held: list[str] = []  # refused: another launch is running them
+    deaths: dict[str, str] = {}  # children that died before recording a state
     try:
         while pending or running:
             if stop and not stopping:
@@ -131,6 +133,8 @@ def run_local(sweep: str, todo: list[str], args) -> None:
                     if proc.returncode == REFUSED:
                         held.append(rid)
                     states[rid] = run_state(args.results_dir / sweep / rid)
+                    if proc.returncode not in (0, REFUSED) and states[rid] in ("new", "running"):
+                        deaths[rid] = _death(proc.returncode, Path(log.name))  # it could not say why itself
                     _show_notes(args.results_dir / sweep / rid)
             # A live line on a terminal; in a log file, a line when something changed or each minute.
             counts = sorted(states.values())
@@ -146,6 +150,16 @@ def run_local(sweep: str, todo: list[str], args) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return deaths
+
+
+def _death(returncode: int, log: Path) -> str:
+    """Why a child died without a word in status.json: its exit status and its log's last line
+    (e.g. a library that failed to load)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    last = lines[-1].strip()[:300] if lines else "(empty log)"
+    how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exited with {returncode}"
+    return f"its process {how} before recording a state; last log line: {last} ({log})"
 
 
 def _show_notes(run_dir: Path) -> None:
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for rid in todo:  # the message every worker reads
         write_run_config(sweep_dir / rid, specs[rid].cfg)
+    deaths: dict[str, str] = {}
     if executor == "slurm":
         run_slurm(args.sweep, [specs[rid] for rid in todo], args, opts)
         if args.no_wait:
@@ -333,14 +348,15 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # recorded in status.json by train; the sweep goes on
                 print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
     else:
-        run_local(args.sweep, todo, args)
-    return _summary(args.sweep, sweep_dir, list(specs))
+        deaths = run_local(args.sweep, todo, args)
+    return _summary(args.sweep, sweep_dir, list(specs), deaths)
 
 
-def _summary(sweep: str, sweep_dir: Path, run_ids: list[str]) -> int:
+def _summary(sweep: str, sweep_dir: Path, run_ids: list[str], deaths: dict[str, str]) -> int:
     """One line per run of the sweep that is not a finished result (state, reason, the command
     that fixes it); 1 when there is any, else 0."""
     problems = {rid: p for rid in run_ids if (p := run_problem(sweep_dir / rid, sweep))}
+    problems.update({rid: f"{why}: relaunch to retry" for rid, why in deaths.items() if rid in problems})
     for rid, problem in problems.items():
         print(f"[launch] {rid} {live_state(sweep_dir / rid)}: {problem}", file=sys.stderr)
     done = len(run_ids) - len(problems)

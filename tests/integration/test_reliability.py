@@ -166,3 +166,21 @@ def test_a_signal_to_the_launcher_stops_its_children_and_a_relaunch_resumes(prep
     assert out.stdout.count("resumed from the checkpoint at step") == 2
     assert "skipping checkpoint" in out.stdout and "checksum mismatch" in out.stdout
     assert all(_state(r) == "done" for r in _runs(tmp_path))
+
+
+def test_a_worker_that_dies_before_its_status_is_named_with_its_last_words(prepared, tmp_path):
+    """As once seen under load: the worker died at start ("Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so") before writing status.json, and the launch gave no reason."""
+    root, _ = prepared
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if 'grid/train.py' in open('/proc/self/cmdline').read():\n"
+        "    print('Intel oneMKL FATAL ERROR: Cannot load libtorch_cpu.so.', flush=True)\n"
+        "    os._exit(1)\n")
+    out = subprocess.run(_cmd(tmp_path, root), capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])})
+    lines = [line for line in out.stderr.splitlines() if "before recording a state" in line]
+    assert out.returncode == 1 and len(lines) == 2, out.stderr
+    assert all("exited with 1" in line and "Cannot load libtorch_cpu.so" in line for line in lines)
