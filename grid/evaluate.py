@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = apply_overrides(EvalConfig(), args.overrides)
         from grid.trained import load_trained  # the one entry point that reads a run directory
 
-        previous = previous_evals(args.run_dir)
         trained = load_trained(args.run_dir, args.checkpoint_dir, device)
+        previous = previous_evals(args.run_dir)
         if previous is None:
             from grid.train import final_losses
 
