@@ -51,7 +51,8 @@ from grid.distributed import Dist, full_state, load_full_state, unwrap
 from grid.faults import fault_point
 from grid.family import family_for
 from grid.identity import run_id
-from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, REPO_ROOT, RunLock, RunLocked, run_state,
+from grid.provenance import code_version, machine
+from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, REPO_ROOT, RunLock, RunLocked, read_status, run_state,
                        slurm_job_id, write_run_config)
 from model.batch import PackedBatch
 from model.family import Family, combine
@@ -167,8 +168,13 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "started": time.time(), "slurm_job_id": slurm_job_id(), "world_size": dist.world,
               "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
-              "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid)}
+              "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid),
+              "code": code_version(), "machine": machine(device.type)}  # grid/provenance.py
     notes: list[str] = []  # what a launcher shows: resumes, checkpoint fallbacks, skipped data
+    earlier = (read_status(run_dir) or {}) if dist.is_main else {}
+    for key in ("code", "machine"):  # a resume on other code or hardware: the run is a mix, and says so
+        if earlier.get(key) and earlier[key] != status[key]:
+            notes.append(f"resumed with another {key} than it started on: was {json.dumps(earlier[key], sort_keys=True)}")
     try:
         if dist.is_main:
             write_run_config(run_dir, cfg)  # written by the launcher already, unless run directly

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,10 @@ def test_run_writes_its_directory(prepared, tmp_path, family):
     assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "evals.json", "status.json"}
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "done" and status["run_id"] == run_dir.name
+    # which code and machine wrote it (grid/provenance.py): the checkout's HEAD, this host
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert status["code"]["commit"] == (head or None) and len(status["code"]["source_sha256"]) == 64
+    assert status["machine"]["host"] == socket.gethostname() and status["machine"]["peak_flops_1thread"] > 1e8
     metrics = _metrics(run_dir)
     assert [m["step"] for m in metrics] == list(range(1, len(metrics) + 1))
     assert metrics[-1]["elements"] >= 4000 > metrics[-2]["elements"]
