@@ -12,8 +12,10 @@ Columns: run, sweep, path, family, size, seed, D (elements actually trained on, 
 evals.json; the config budget if absent), D_budget, the three N (n_nonembedding,
 n_with_embeddings, n_with_patch), flops (what the run recorded, 6 * n_nonembedding * D) and
 flops_* for the other N definitions, step, every numeric key of evals.json (the metrics:
-listed by `metric_columns`), the ablation knobs flattened as "model.<key>", "data.<key>", and
-optim.lr / optim.warmup_steps.
+listed by `metric_columns`), the ablation knobs flattened as "model.<key>", "data.<key>",
+optim.lr / optim.warmup_steps, and what wrote the run (code_commit, code_dirty, machine_host,
+machine_cpu, machine_cores, machine_torch, machine_gpu: `provenance`). Directories holding a
+report.html (a report written beside the runs) are not runs.
 
 Text -> image metrics ("t2i/...") enter the table only from runs scored under text -> image
 protocol T2I_PROTOCOL or later (evals.json "meta/t2i_protocol", written by evals/harness.py).
@@ -80,6 +82,11 @@ def _is_run_dir(p: Path) -> bool:
     return any((p / f).exists() for f in RUN_FILES)
 
 
+def _is_report_dir(p: Path) -> bool:
+    """A report analysis/report.py wrote (results/<sweep>/report/ is committed beside the runs)."""
+    return (p / "report.html").exists()
+
+
 def find_run_dirs(root: Path) -> list[Path]:
     """Run directories under a results root, a sweep dir, or a run dir itself.
 
@@ -90,8 +97,8 @@ def find_run_dirs(root: Path) -> list[Path]:
     if _is_run_dir(root):
         return [root]
     runs: list[Path] = []
-    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        subdirs = [p for p in child.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_report_dir(p)):
+        subdirs = [p for p in child.iterdir() if p.is_dir() and not p.name.startswith(".") and not _is_report_dir(p)]
         if _is_run_dir(child) or not subdirs:
             runs.append(child)  # root was a sweep dir
         else:
@@ -171,7 +178,19 @@ def load_run(run_dir: Path) -> dict:
         row[k] = cfg.get(k)
     for k in ("lr", "warmup_steps"):  # the recipe's scalars (the lr-sweep varies lr)
         row[f"optim.{k}"] = (cfg.get("optim") or {}).get(k)
+    row.update(provenance(status))
     return row
+
+
+def provenance(status: dict) -> dict:
+    """Which code and machine wrote a run (status.json, grid/provenance.py); None where the run
+    predates the record (before issue 16)."""
+    code, machine = status.get("code") or {}, status.get("machine") or {}
+    commit = code.get("commit")
+    return {"code_commit": commit[:10] if commit else None, "code_dirty": code.get("dirty"),
+            "machine_host": machine.get("host") or status.get("host"), "machine_cpu": machine.get("cpu"),
+            "machine_cores": machine.get("cores"), "machine_torch": machine.get("torch"),
+            "machine_gpu": machine.get("gpu")}
 
 
 def _warn_stderr(line: str) -> None:

@@ -3,8 +3,9 @@
 Every figure is written twice, `<stem>.png` (for report.html) and `<stem>.pdf` (for papers),
 with matplotlib's Agg backend (no display needed). Functions return the PNG path.
 
-  figure5          each metric vs FLOPs on log-log axes, both families as points plus their
-                   trendlines, the parity point annotated (Transfusion paper Figure 5).
+  figure5          each benchmark vs FLOPs on log axes, both families in fixed colours with
+                   intervals and trendlines, floors and chance levels, our parity point and
+                   the paper's (Transfusion paper Figure 5).
   training_curves  training loss vs elements seen, one line per run, one panel per family.
   isoflop_curves   metric vs N per compute budget with the fitted parabola's N*, and N*(C)
                    with its power law (Hoffmann et al. 2022 Figure 3; Porian et al. 2024).
@@ -23,6 +24,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis import paper  # noqa: E402
 from analysis.fit import trend_value  # noqa: E402
 from analysis.metrics import arrow  # noqa: E402
 
@@ -53,39 +55,82 @@ def _grid(n: int, w: float = 4.0, h: float = 3.2) -> tuple[plt.Figure, list[plt.
     return fig, flat[:n]
 
 
+REF_STYLE = {"floor_real": ("real vs real", "tab:green"), "ref_random": ("random", "tab:red"),
+             "ref_black": ("black", "black"), "ref_shuffled": ("shuffled", "tab:purple"),
+             "ref_constant": ("one caption", "tab:brown"), "ref_true": ("true", "tab:green"),
+             "ref_unigram": ("unigram", "tab:red")}
+
+
+def _references(g: pd.DataFrame, metric: str) -> dict[str, float]:
+    """A metric's floors and chance levels (evals/intervals.py key scheme), the median over runs:
+    they depend on the data and the sample size, not on the model."""
+    out = {}
+    for col in g.columns:
+        name = col[len(metric) + 1:] if col.startswith(f"{metric}_") else ""
+        if name in REF_STYLE and pd.api.types.is_numeric_dtype(g[col]) and g[col].notna().any():
+            out[name] = float(g[col].median())
+    return out
+
+
+def _parity_marks(ax: plt.Axes, p: dict | None, paper_ratio: float | None) -> None:
+    """Our parity point (filled star, with its interval in the label) and the paper's (hollow)."""
+    if not p or not math.isfinite(p.get("ratio", math.nan)):
+        return
+    ax.axhline(p["y_b"], color="gray", lw=0.6, ls=":")
+    iv = p.get("interval")
+    label = f"parity {p['ratio']:.2g}" + (f" [{iv[0]:.2g}, {iv[1]:.2g}]" if iv else "")
+    if p.get("extrapolated"):  # off the runs' computes: named in the legend, not drawn out there
+        ax.plot([], [], marker="*", color="k", ms=10, ls="none", label=label + " (extrapolated)")
+    else:
+        ax.plot([p["C_a_needed"]], [p["y_b"]], marker="*", color="k", ms=10, ls="none", label=label)
+    if paper_ratio:
+        ax.plot([paper_ratio * p["C_b"]], [p["y_b"]], marker="*", ms=10, ls="none", mfc="none", mec="k",
+                label=f"paper's parity {paper_ratio:.3g}")
+
+
 def figure5(table: pd.DataFrame, metrics: list[str], trends: dict, parities: dict, stem: Path,
             c_col: str = "flops", family_col: str = "family") -> Path:
-    """Each metric vs compute, families as points + trendlines, parity annotated.
+    """One panel per benchmark (the paper's Figure 5): the metric against compute, log-log, each
+    family in its fixed colour with 95% intervals as error bars and its trendline, the floors and
+    chance levels as dashed lines, our parity point and the paper's.
 
     trends[metric][family] is a fit_trendline dict; parities[metric] a parity() dict (or absent).
+    A panel whose values are not all positive (GenEval at chance can be 0) keeps a linear y axis.
     """
-    fig, axes = _grid(len(metrics))
-    families = sorted(table[family_col].dropna().unique(), key=str)
+    fig, axes = _grid(len(metrics), w=4.4, h=3.5)
+    families = sorted(table[family_col].dropna().unique(), key=lambda f: (f not in COLORS, list(COLORS).index(f) if f in COLORS else 0, str(f)))
     for ax, metric in zip(axes, metrics):
+        values = [table[metric].dropna()]
         for i, fam in enumerate(families):
             g = table[(table[family_col] == fam) & table[metric].notna()]
             if g.empty:
                 continue
             col = _color(str(fam), i)
-            ax.scatter(g[c_col], g[metric], s=14, color=col, alpha=0.8, label=str(fam))
+            lo, hi = g.get(f"{metric}_lo"), g.get(f"{metric}_hi")
+            if lo is not None and hi is not None and lo.notna().any():
+                err = np.vstack([(g[metric] - lo).clip(lower=0).fillna(0), (hi - g[metric]).clip(lower=0).fillna(0)])
+                ax.errorbar(g[c_col], g[metric], yerr=err, fmt="o", ms=4, color=col, alpha=0.85, lw=0.8, capsize=2,
+                            label=str(fam))
+            else:
+                ax.scatter(g[c_col], g[metric], s=16, color=col, alpha=0.85, label=str(fam))
             fit = trends.get(metric, {}).get(fam)
             if fit and "slope" in fit:
                 cs = np.geomspace(g[c_col].min(), g[c_col].max(), 50)
-                ax.plot(cs, trend_value(fit, cs), color=col, lw=1.2)
-        p = parities.get(metric)
-        if p and math.isfinite(p.get("ratio", math.nan)):
-            ax.axhline(p["y_b"], color="gray", lw=0.6, ls=":")
-            ax.plot([p["C_a_needed"]], [p["y_b"]], marker="*", color="k", ms=9)
-            ax.annotate(f"parity {p['ratio']:.3g}x", (p["C_a_needed"], p["y_b"]), textcoords="offset points",
-                        xytext=(4, 6), fontsize=8)
+                ax.plot(cs, trend_value(fit, cs), color=col, lw=1.4)
+        for name, v in _references(table, metric).items():
+            text, col = REF_STYLE[name]
+            ax.axhline(v, color=col, lw=0.9, ls="--", alpha=0.7, label=f"{text} {v:.3g}")
+            values.append(pd.Series([v]))
+        _parity_marks(ax, parities.get(metric), paper.PARITY.get(metric))
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if (pd.concat(values) > 0).all():
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
-        ax.set_xlabel(f"FLOPs ({c_col})")
-        ax.set_title(f"{metric} {arrow(metric)}", fontsize=9)
+        ax.set_xlabel("training FLOPs (6ND)")
+        ax.set_title(f"{paper.FIGURE5.get(metric, metric)} {arrow(metric)}", fontsize=10)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
-    if axes:
-        axes[0].legend(fontsize=8)
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.8)
     fig.tight_layout()
     return save(fig, stem)
 

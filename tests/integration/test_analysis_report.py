@@ -111,10 +111,11 @@ def test_ablation_table_and_latex(results):
 
 def test_report_end_to_end_names_skipped_runs(results, tmp_path, capsys):
     out = tmp_path / "report"
-    build([results], out, bootstrap_k=20)
+    build([results], out, bootstrap_k=20, every=True)
     stdout = capsys.readouterr().out
     assert stdout.count("[report") >= 6  # a progress line per step
-    for name in ("report.html", "report.md", "fits.json", "parity.csv", "table.csv", "figure5_toy.png", "figure5_toy.pdf",
+    assert "fit/s]" in stdout or "s/fit]" in stdout  # the fits' progress bar, with its rate and ETA
+    for name in ("report.html", "report.md", "findings.md", "fits.json", "parity.csv", "table.csv", "figure5_toy.png", "figure5_toy.pdf",
                  "curves_toy.png", "table3_toy.md", "table3_toy.tex", "ablation-patch.md", "ablation-patch.tex"):
         assert (out / name).exists(), name
     md = (out / "report.md").read_text()
@@ -127,6 +128,22 @@ def test_report_end_to_end_names_skipped_runs(results, tmp_path, capsys):
     fits = json.loads((out / "fits.json").read_text())
     assert fits["toy"]["trendline"]["text_c4/lm"]["chameleon"]["slope"] == pytest.approx(-0.06, abs=1e-6)
     assert "alpha" in fits["toy"]["chinchilla"]["text_c4/lm"]["transfusion"]
+
+
+def test_report_fits_what_it_shows_by_default(results, tmp_path):
+    """Without --all: trendlines and parity for the paper's benchmarks that were recorded
+    (here caption/cider alone), the saturating laws for the C4 loss only, no power law."""
+    out = tmp_path / "report"
+    build([results], out, bootstrap_k=20)
+    fits = json.loads((out / "fits.json").read_text())["toy"]
+    assert set(fits["trendline"]) == {"caption/cider", "text_c4/lm"}
+    assert set(fits["chinchilla"]["text_c4/lm"]) == {"transfusion", "chameleon"} and not fits["chinchilla"]["caption/cider"]
+    assert all(not per_fam for per_fam in fits["power"].values())
+    assert "delta_sensitivity" not in fits["chinchilla"]["text_c4/lm"]["transfusion"]
+    assert pd.read_csv(out / "parity.csv")["metric"].tolist() == ["caption/cider"]
+    assert "text_c4/lm" not in (out / "ablation-patch.md").read_text()  # ablation tables show the figure's benchmarks
+    md = (out / "report.md").read_text()
+    assert "## Findings" in md and "what wrote the runs" in md
 
 
 def test_report_cli_rejects_missing_dir(tmp_path):

@@ -1,0 +1,321 @@
+"""The paper's findings, judged on our runs: reproduced, not reproduced, or inconclusive.
+
+    python analysis/findings.py results/              # the findings table as markdown
+    rows = findings(table)                            # from analysis.collect's table
+
+Each finding is a ratio whose side of 1 is the paper's claim: a parity FLOP ratio below 1
+(Transfusion needs less compute than Chameleon), a causal / bidirectional FID above 1 (the
+bidirectional image attention helps), and so on. Ours comes with a 95% interval; the verdict is
+
+    reproduced       the whole interval lies on the paper's side of 1
+    not reproduced   the whole interval lies on the other side
+    inconclusive     the interval holds 1 (or nothing was measured: the note says what is missing)
+
+An ablation ratio compares two runs that differ only in the knob. Its interval, in log space,
+adds each run's own 95% interval (evals.json `<key>_lo/_hi`: bootstrap over images, Wilson for
+accuracies) and the seed noise of one run (analysis/seeds.py, pooled over the scaling sweeps'
+seed replicates): a difference that one seed could make is not a finding. A ratio of two such
+ratios (does the gap narrow?) adds the four runs' variances. Parity ratios come from
+analysis/parity.py with its bootstrap (the trendline's runs resampled, the target redrawn with
+the seed noise). The paper's values are analysis/paper.py's; our toy models are 10^3-10^4 times
+smaller, so only the side of 1 is compared, never the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import paper
+from analysis.fit import FitError, fit_isoflop, fit_trendline
+from analysis.metrics import direction
+from analysis.parity import parity
+from analysis.seeds import seed_sigma
+
+Z95 = 1.959964
+PARITY_SWEEP = "toy-paper"  # the scaling sweep the parity ratios and exponents come from, where present
+ISOFLOP_SWEEP, ISOFLOP_METRIC = "isoflop", "text_c4/nll"
+HOFFMANN_A = 0.49  # N* ~ C^a, Hoffmann et al. 2022 Table 2 (approach 2): the reference for our IsoFLOP exponent
+
+
+@dataclass
+class Finding:
+    """One row of the findings table."""
+
+    finding: str
+    paper: str
+    ours: str
+    verdict: str
+    basis: str
+
+
+@dataclass
+class Ratio:
+    """A ratio with a 95% interval, as the log of its value and the log-space standard error."""
+
+    log: float
+    se: float
+    note: str = ""
+
+    def interval(self) -> tuple[float, float]:
+        return math.exp(self.log - Z95 * self.se), math.exp(self.log + Z95 * self.se)
+
+    def __truediv__(self, other: "Ratio") -> "Ratio":
+        return Ratio(self.log - other.log, math.hypot(self.se, other.se), "; ".join(filter(None, (self.note, other.note))))
+
+
+def _verdict(lo: float, hi: float, paper_above_one: bool) -> str:
+    if lo > 1 or hi < 1:
+        return "reproduced" if (lo > 1) == paper_above_one else "not reproduced"
+    return "inconclusive"
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _log_se(row: pd.Series, metric: str) -> float:
+    """A run's own 95% interval of `metric`, as a log-space standard error (0 when not recorded)."""
+    lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or hi <= 0:
+        return 0.0
+    return (math.log(hi) - math.log(lo)) / (2 * Z95)
+
+
+def _pick(g: pd.DataFrame, **where) -> pd.DataFrame:
+    sel = pd.Series(True, index=g.index)
+    for col, val in where.items():
+        col = col.replace("__", ".")
+        if col not in g:
+            return g.iloc[0:0]
+        if val is None:
+            sel &= g[col].isna()
+        elif isinstance(val, (int, float)):
+            sel &= pd.to_numeric(g[col], errors="coerce") == val
+        else:
+            sel &= g[col].astype(str) == val
+    return g[sel]
+
+
+class Judge:
+    """Builds findings from the collected table (module docstring)."""
+
+    def __init__(self, table: pd.DataFrame, bootstrap_k: int = 200) -> None:
+        self.table, self.k = table, bootstrap_k
+        self.rows: list[Finding] = []
+        scaling = table[~table["sweep"].astype(str).str.startswith("ablation")] if not table.empty else table
+        # toy-paper where it was given; else the scaling sweep with the most runs (the demo, say)
+        counts = scaling["sweep"].value_counts() if not scaling.empty else pd.Series(dtype=int)
+        self.scaling = PARITY_SWEEP if PARITY_SWEEP in counts or counts.empty else str(counts.index[0])
+        self._sigma = {m: seed_sigma(scaling, m) for m in set(paper.FIGURE5) | {"caption/correct"}}
+
+    def sweep(self, name: str) -> pd.DataFrame:
+        return self.table[self.table["sweep"] == name] if not self.table.empty else self.table
+
+    def ratio(self, sweep: str, metric: str, a: dict, b: dict) -> Ratio | str:
+        """metric(a) / metric(b) over two settings of one ablation sweep; a string says what is missing."""
+        g = self.sweep(sweep)
+        if g.empty:
+            return f"no runs of {sweep}"
+        if metric not in g:
+            return f"{sweep} records no {metric}"
+        ra, rb = _pick(g, **a), _pick(g, **b)
+        for r, setting in ((ra, a), (rb, b)):
+            if r.empty or r[metric].isna().all():
+                return f"{sweep}: no finished run with {_setting(setting)}"
+            if (r[metric] <= 0).any():
+                return f"{sweep}: {metric} is {r[metric].min():.3g} at {_setting(setting)} (no log ratio)"
+        sigma = self._sigma.get(metric, math.nan)
+        note = "" if math.isfinite(sigma) else "no seed replicates: run intervals only"
+        sigma = sigma if math.isfinite(sigma) else 0.0
+
+        def part(r: pd.DataFrame) -> tuple[float, float]:
+            own = float(np.mean([_log_se(row, metric) for _, row in r.iterrows()]))
+            return float(np.log(r[metric]).mean()), math.sqrt(own**2 + sigma**2) / math.sqrt(len(r))
+
+        (la, sa), (lb, sb) = part(ra), part(rb)
+        if sa == 0 and sb == 0:
+            return f"{metric} has no interval and no seed replicates"
+        return Ratio(la - lb, math.hypot(sa, sb), note)
+
+    def add(self, finding: str, paper_value: float | None, ours: Ratio | str, paper_above_one: bool,
+            basis: str) -> None:
+        paper_txt = _fmt(paper_value) if paper_value is not None else "–"
+        if isinstance(ours, str):
+            self.rows.append(Finding(finding, paper_txt, "–", "inconclusive", f"{basis}; not measured: {ours}"))
+            return
+        lo, hi = ours.interval()
+        note = f"{basis}; {ours.note}" if ours.note else basis
+        self.rows.append(Finding(finding, paper_txt, f"{_fmt(math.exp(ours.log))} [{_fmt(lo)}, {_fmt(hi)}]",
+                                 _verdict(lo, hi, paper_above_one), note))
+
+    # ------------------------------------------------------------------ the findings
+
+    def parity_ratios(self) -> None:
+        g, sweep = self.sweep(self.scaling), self.scaling
+        for metric, value in paper.PARITY.items():
+            name = f"parity FLOP ratio, {paper.FIGURE5[metric]} (below 1: Transfusion needs less compute)"
+            if g.empty or metric not in g:
+                self.add(name, value, f"no runs of {sweep} with {metric}", False, sweep)
+                continue
+            try:
+                p = parity(g, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0],
+                           self.k, seed_sigma=self._sigma.get(metric, 0.0))
+            except FitError as exc:
+                self.add(name, value, str(exc), False, sweep)
+                continue
+            if not math.isfinite(p["ratio"]) or "interval" not in p:
+                self.add(name, value, p.get("note", "no interval"), False, sweep)
+                continue
+            lo, hi = p["interval"]
+            basis = f"{sweep}, {p['n_a']} + {p['n_b']} runs" + (f"; {p['note']}" if p.get("note") else "")
+            self.rows.append(Finding(name, _fmt(value), f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
+                                     _verdict(lo, hi, False), basis))
+
+    def attention(self) -> None:
+        s, fid = "ablation-attention", "t2i/fid"
+        gaps = {}
+        for kind, (causal, bidir) in paper.ATTENTION_FID.items():
+            gaps[kind] = self.ratio(s, fid, {"model__image_attention": "causal", "model__patch_kind": kind},
+                                    {"model__image_attention": "bidirectional", "model__patch_kind": kind})
+        causal, bidir = paper.ATTENTION_FID["linear"]
+        self.add("intra-image bidirectional attention helps, linear patches (FID causal / bidirectional)",
+                 causal / bidir, gaps["linear"], True, s)
+        (lc, lb), (uc, ub) = paper.ATTENTION_FID["linear"], paper.ATTENTION_FID["unet"]
+        narrows = gaps["linear"] / gaps["unet"] if all(isinstance(v, Ratio) for v in gaps.values()) else (
+            next(v for v in gaps.values() if isinstance(v, str)))
+        self.add("with U-Net patches the attention gap shrinks (FID ratio linear / U-Net; paper U-Net ratio 1.01)",
+                 (lc / lb) / (uc / ub), narrows, True, s)
+
+    def patch_size(self) -> None:
+        s, fid = "ablation-patch", "t2i/fid"
+        lin = self.ratio(s, fid, {"model__patch_size": 8, "model__patch_kind": "linear"},
+                         {"model__patch_size": 2, "model__patch_kind": "linear"})
+        self.add("larger patches cost image quality, linear (FID 8x8 / 2x2)",
+                 paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2], lin, True, s)
+        unet = self.ratio(s, fid, {"model__patch_size": 8, "model__patch_kind": "unet"},
+                          {"model__patch_size": 2, "model__patch_kind": "unet"})
+        both = lin / unet if isinstance(lin, Ratio) and isinstance(unet, Ratio) else (lin if isinstance(lin, str) else unet)
+        p_lin = paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2]
+        p_unet = paper.PATCH_FID["unet"][8] / paper.PATCH_FID["unet"][2]
+        self.add(f"U-Net patches hold up at 8x8 (FID 8x8/2x2 linear over U-Net; paper U-Net ratio {_fmt(p_unet)})",
+                 p_lin / p_unet, both, True, s)
+        c4 = self.ratio(s, "text_c4/ppl", {"model__patch_size": 8, "model__patch_kind": "linear"},
+                        {"model__patch_size": 1, "model__patch_kind": "linear"})
+        self.add("larger patches cost text, linear (C4 perplexity 8x8 / 1x1)",
+                 paper.PATCH_C4_LINEAR[1] / paper.PATCH_C4_LINEAR[0], c4, True, s)
+
+    def encoder_size(self) -> None:
+        s, fid = "ablation-encoder-size", "t2i/fid"
+        g = self.sweep(s)
+        sizes = sorted(g["size"].unique(), key=lambda z: float(g[g["size"] == z]["n_nonembedding"].iloc[0])) if not g.empty else []
+        by_size = {z: self.ratio(s, fid, {"size": z, "model__patch_kind": "linear"}, {"size": z, "model__patch_kind": "unet"})
+                   for z in sizes}
+        (l0, u0), (l1, u1) = paper.ENCODER_FID_BY_SIZE["0.16B"], paper.ENCODER_FID_BY_SIZE["7B"]
+        top = by_size[sizes[-1]] if sizes else f"no runs of {s}"
+        self.add(f"U-Net beats linear patches (FID linear / U-Net at the largest size{', ' + sizes[-1] if sizes else ''}; "
+                 "paper at 7B)", l1 / u1, top, True, s)
+        first, last = (by_size[sizes[0]], by_size[sizes[-1]]) if len(sizes) >= 2 else (top, top)
+        narrows = first / last if isinstance(first, Ratio) and isinstance(last, Ratio) else (
+            first if isinstance(first, str) else last if isinstance(last, str) else f"one size only in {s}")
+        span = f"{sizes[0]} over {sizes[-1]}" if len(sizes) >= 2 else "smallest over largest size"
+        self.add(f"the U-Net's advantage narrows with size (FID ratio linear / U-Net, {span}; paper 0.16B over 7B)",
+                 (l0 / u0) / (l1 / u1), narrows, True, s)
+
+    def noise_limit(self) -> None:
+        s = "ablation-noise-limit"
+        off, on = paper.NOISE_LIMIT_CIDER["0.76B"]
+        cider = self.ratio(s, "caption/cider", {"model__noise_limit": 500}, {"model__noise_limit": None})
+        self.add("the noise limit helps captioning (CIDEr with t <= 500 / without)", on / off, cider, True, s)
+        correct = self.ratio(s, "caption/correct", {"model__noise_limit": 500}, {"model__noise_limit": None})
+        self.add("the noise limit helps captioning (checked captions correct, with / without; no paper value)",
+                 None, correct, True, s)
+
+    def text_only(self) -> None:
+        s, c4 = "ablation-text-only", "text_c4/ppl"
+        cost = {}
+        for fam in ("transfusion", "chameleon"):
+            cost[fam] = self.ratio(s, c4, {"family": fam, "data__text_share": 0.5}, {"family": fam, "data__text_share": 1.0})
+            alone, mixed = paper.TEXT_ONLY_C4[fam]
+            self.add(f"images cost {fam} text (C4 perplexity with images / text only)", mixed / alone, cost[fam], True, s)
+        (ta, tm), (ca, cm) = paper.TEXT_ONLY_C4["transfusion"], paper.TEXT_ONLY_C4["chameleon"]
+        both = cost["transfusion"] / cost["chameleon"] if all(isinstance(v, Ratio) for v in cost.values()) else (
+            next(v for v in cost.values() if isinstance(v, str)))
+        self.add("Transfusion's text cost is below Chameleon's (the two costs' ratio)", (tm / ta) / (cm / ca), both, False, s)
+        stab = self.ratio(s, c4, {"family": "chameleon", "data__text_share": 1.0}, {"family": "transfusion", "data__text_share": 1.0})
+        self.add("Chameleon's stability changes cost text (text-only C4 perplexity, Chameleon / Transfusion)",
+                 ca / ta, stab, True, s)
+
+    def exponents(self) -> None:
+        g, sweep = self.sweep(self.scaling), self.scaling
+        for metric in paper.FIGURE5:
+            for fam in ("transfusion", "chameleon"):
+                name = f"trendline exponent, {paper.FIGURE5[metric]}, {fam} (metric ~ C^slope)"
+                f = g[(g["family"] == fam) & (g[metric] > 0)] if not g.empty and metric in g else g.iloc[0:0]
+                try:
+                    fit = fit_trendline(f["flops"], f[metric], bootstrap_k=self.k) if len(f) else None
+                except (FitError, ValueError) as exc:
+                    fit = None
+                    why = str(exc)
+                else:
+                    why = f"no runs of {sweep} with {metric}"
+                if not fit or "intervals" not in fit:
+                    self.rows.append(Finding(name, "–", "–", "no paper value", f"{sweep}; not measured: {why}"))
+                    continue
+                lo, hi = fit["intervals"]["slope"]
+                self.rows.append(Finding(name, "–", f"{fit['slope']:.3f} [{lo:.3f}, {hi:.3f}]", "no paper value",
+                                         f"{sweep}, {len(f)} runs, r2 {fit['r2']:.2f}"))
+        g = self.sweep(ISOFLOP_SWEEP)
+        for fam in ("transfusion", "chameleon"):
+            name = f"IsoFLOP exponent a (N* ~ C^a, C4 loss), {fam}; reference: Hoffmann et al. {HOFFMANN_A}"
+            f = g[(g["family"] == fam)] if not g.empty and ISOFLOP_METRIC in g else g.iloc[0:0]
+            try:
+                iso = fit_isoflop(f["n_nonembedding"], f[ISOFLOP_METRIC], C=f["flops"], D=f["D"],
+                                  bootstrap_k=self.k) if len(f) else None
+            except (FitError, ValueError) as exc:
+                self.rows.append(Finding(name, "–", "–", "no paper value", f"{ISOFLOP_SWEEP}; not measured: {exc}"))
+                continue
+            if iso is None or "intervals" not in iso or "a" not in iso["intervals"]:
+                self.rows.append(Finding(name, "–", "–", "no paper value", f"{ISOFLOP_SWEEP}; not measured: no runs"))
+                continue
+            lo, hi = iso["intervals"]["a"]
+            self.rows.append(Finding(name, "–", f"{iso['a']:.3f} [{lo:.3f}, {hi:.3f}]", "no paper value",
+                                     f"{ISOFLOP_SWEEP}, {len(iso['budgets'])} budgets, {len(f)} runs"))
+
+
+def _setting(d: dict) -> str:
+    return ", ".join(f"{k.replace('__', '.')}={v}" for k, v in d.items())
+
+
+def findings(table: pd.DataFrame, bootstrap_k: int = 200) -> pd.DataFrame:
+    """The findings table (module docstring): finding, paper, ours [95%], verdict, basis."""
+    j = Judge(table, bootstrap_k)
+    for step in (j.parity_ratios, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
+        step()
+    return pd.DataFrame([vars(r) for r in j.rows]).rename(columns={"ours": "ours [95%]", "basis": "runs and notes"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.collect import collect
+    from analysis.tables import to_markdown
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="+", type=Path, help="results dirs (a root, sweep dirs or run dirs)")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.results if not p.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    table, _ = collect(args.results, warn=None)
+    print(to_markdown(findings(table)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

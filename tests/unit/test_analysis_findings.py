@@ -1,0 +1,94 @@
+"""analysis/findings.py: each verdict follows from the interval, on effects of known sign."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.findings import Ratio, _verdict, findings
+
+
+def _run(sweep: str, fid: float, rel: float = 0.05, **knobs) -> dict:
+    """A collected row: FID with a +-rel 95% interval, the other knobs as columns."""
+    row = {"sweep": sweep, "family": "transfusion", "size": "cpu-0.11M", "seed": 0, "D": 5e6, "D_budget": 5e6,
+           "n_nonembedding": 1e5, "flops": 3e12, "t2i/fid": fid, "t2i/fid_lo": fid * (1 - rel),
+           "t2i/fid_hi": fid * (1 + rel)}
+    row.update({k.replace("__", "."): v for k, v in knobs.items()})
+    return row
+
+
+def _attention(causal_lin: float, bidir_lin: float, causal_unet: float, bidir_unet: float, rel: float = 0.05) -> pd.DataFrame:
+    return pd.DataFrame([
+        _run("ablation-attention", causal_lin, rel, model__image_attention="causal", model__patch_kind="linear"),
+        _run("ablation-attention", bidir_lin, rel, model__image_attention="bidirectional", model__patch_kind="linear"),
+        _run("ablation-attention", causal_unet, rel, model__image_attention="causal", model__patch_kind="unet"),
+        _run("ablation-attention", bidir_unet, rel, model__image_attention="bidirectional", model__patch_kind="unet"),
+    ])
+
+
+def _row(table: pd.DataFrame, start: str) -> pd.Series:
+    hits = table[table["finding"].str.startswith(start)]
+    assert len(hits) == 1, start
+    return hits.iloc[0]
+
+
+def test_verdicts_follow_the_interval():
+    assert _verdict(1.2, 1.5, paper_above_one=True) == "reproduced"
+    assert _verdict(0.5, 0.9, paper_above_one=True) == "not reproduced"
+    assert _verdict(0.5, 0.9, paper_above_one=False) == "reproduced"
+    assert _verdict(0.9, 1.1, paper_above_one=True) == "inconclusive"
+    r = Ratio(math.log(2.0), 0.1) / Ratio(math.log(2.0), 0.1)
+    assert r.log == 0 and r.se == pytest.approx(0.1 * math.sqrt(2))
+
+
+def test_a_clear_effect_the_paper_reports_is_reproduced():
+    f = findings(_attention(60.0, 20.0, 16.8, 16.7), bootstrap_k=0)
+    lin = _row(f, "intra-image bidirectional attention helps")
+    assert lin["verdict"] == "reproduced" and lin["ours [95%]"].startswith("3 [")
+    assert _row(f, "with U-Net patches the attention gap shrinks")["verdict"] == "reproduced"
+
+
+def test_the_opposite_effect_is_not_reproduced_and_noise_is_inconclusive():
+    f = findings(_attention(20.0, 60.0, 16.0, 16.0), bootstrap_k=0)
+    assert _row(f, "intra-image bidirectional attention helps")["verdict"] == "not reproduced"
+    # the same 5% gap with 30% intervals: the interval holds 1
+    f = findings(_attention(21.0, 20.0, 16.0, 16.0, rel=0.3), bootstrap_k=0)
+    assert _row(f, "intra-image bidirectional attention helps")["verdict"] == "inconclusive"
+    # and with 1% intervals it is a finding
+    f = findings(_attention(21.0, 20.0, 16.0, 16.0, rel=0.01), bootstrap_k=0)
+    assert _row(f, "intra-image bidirectional attention helps")["verdict"] == "reproduced"
+
+
+def test_seed_noise_widens_the_interval():
+    """Two seeds of a scaling sweep that differ by 30% in FID make a 5% ablation gap inconclusive."""
+    t = _attention(21.0, 20.0, 16.0, 16.0, rel=0.01)
+    seeds = pd.DataFrame([_run("toy-paper", 10.0, seed=0), _run("toy-paper", 13.0, seed=1)])
+    f = findings(pd.concat([t, seeds], ignore_index=True), bootstrap_k=0)
+    assert _row(f, "intra-image bidirectional attention helps")["verdict"] == "inconclusive"
+
+
+def test_missing_runs_are_named_not_guessed():
+    f = findings(_attention(60.0, 20.0, 16.8, 16.7), bootstrap_k=0)
+    row = _row(f, "larger patches cost image quality")
+    assert row["verdict"] == "inconclusive" and "not measured: no runs of ablation-patch" in row["runs and notes"]
+    t = _attention(60.0, 20.0, 16.8, 16.7).iloc[:3]  # U-Net bidirectional missing
+    row = _row(findings(t, bootstrap_k=0), "with U-Net patches")
+    assert row["verdict"] == "inconclusive" and "no finished run with model.image_attention=bidirectional" in row["runs and notes"]
+
+
+def test_parity_verdict_on_a_sweep_where_transfusion_is_cheaper():
+    """Transfusion's metric is Chameleon's at half the compute: parity 0.5, below 1."""
+    rows, rng = [], np.random.default_rng(0)
+    for fam, shift in (("transfusion", 2.0), ("chameleon", 1.0)):
+        for c in np.geomspace(1e11, 1e13, 8):
+            ppl = 50 * (c * shift / 1e11) ** -0.2 * math.exp(rng.normal(0, 0.01))
+            rows.append({"sweep": "toy-paper", "family": fam, "size": f"s{c:.0e}", "seed": 0, "D": c / 6e5,
+                         "D_budget": c / 6e5, "n_nonembedding": 1e5, "flops": c, "text_c4/ppl": ppl})
+    f = findings(pd.DataFrame(rows), bootstrap_k=100)
+    row = _row(f, "parity FLOP ratio, C4 perplexity")
+    ratio = float(row["ours [95%]"].split(" ")[0])
+    assert ratio == pytest.approx(0.5, rel=0.1) and row["verdict"] == "reproduced" and row["paper"] == "0.489"
+    assert _row(f, "parity FLOP ratio, image generation FID")["verdict"] == "inconclusive"  # not measured
