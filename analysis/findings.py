@@ -41,6 +41,7 @@ from analysis.seeds import seed_sigma
 Z95 = 1.959964
 PARITY_SWEEP = "toy-paper"  # the scaling sweep the parity ratios and exponents come from, where present
 ISOFLOP_SWEEP, ISOFLOP_METRIC = "isoflop", "text_c4/nll"
+NO_PAPER_VALUE = "no paper value"
 HOFFMANN_A = 0.49  # N* ~ C^a, Hoffmann et al. 2022 Table 2 (approach 2): the reference for our IsoFLOP exponent
 
 
@@ -253,40 +254,45 @@ class Judge:
                  ca / ta, stab, True, s)
 
     def exponents(self) -> None:
+        """One row per benchmark: each family's trendline slope (metric ~ C^slope); one row for
+        the IsoFLOP exponent a (N* ~ C^a) of the C4 loss. The paper prints neither."""
         g, sweep = self.sweep(self.scaling), self.scaling
         for metric in paper.FIGURE5:
+            parts, why = [], []
             for fam in ("transfusion", "chameleon"):
-                name = f"trendline exponent, {paper.FIGURE5[metric]}, {fam} (metric ~ C^slope)"
                 f = g[(g["family"] == fam) & (g[metric] > 0)] if not g.empty and metric in g else g.iloc[0:0]
                 try:
                     fit = fit_trendline(f["flops"], f[metric], bootstrap_k=self.k) if len(f) else None
                 except (FitError, ValueError) as exc:
-                    fit = None
-                    why = str(exc)
+                    fit, reason = None, str(exc)
                 else:
-                    why = f"no runs of {sweep} with {metric}"
-                if not fit or "intervals" not in fit:
-                    self.rows.append(Finding(name, "–", "–", "no paper value", f"{sweep}; not measured: {why}"))
+                    reason = f"no {fam} runs of {sweep} with {metric}"
+                if fit is None or "intervals" not in fit:
+                    why.append(reason)
                     continue
                 lo, hi = fit["intervals"]["slope"]
-                self.rows.append(Finding(name, "–", f"{fit['slope']:.3f} [{lo:.3f}, {hi:.3f}]", "no paper value",
-                                         f"{sweep}, {len(f)} runs, r2 {fit['r2']:.2f}"))
-        g = self.sweep(ISOFLOP_SWEEP)
+                parts.append(f"{fam[0].upper()} {fit['slope']:.3f} [{lo:.3f}, {hi:.3f}] (r2 {fit['r2']:.2f})")
+            basis = f"{sweep}; T Transfusion, C Chameleon" + (f"; not measured: {'; '.join(why)}" if why else "")
+            self.rows.append(Finding(f"trendline exponent, {paper.FIGURE5[metric]} (metric ~ C^slope)", "–",
+                                     " · ".join(parts) or "–", NO_PAPER_VALUE, basis))
+        g, parts, why = self.sweep(ISOFLOP_SWEEP), [], []
         for fam in ("transfusion", "chameleon"):
-            name = f"IsoFLOP exponent a (N* ~ C^a, C4 loss), {fam}; reference: Hoffmann et al. {HOFFMANN_A}"
-            f = g[(g["family"] == fam)] if not g.empty and ISOFLOP_METRIC in g else g.iloc[0:0]
+            f = g[g["family"] == fam] if not g.empty and ISOFLOP_METRIC in g else g.iloc[0:0]
             try:
                 iso = fit_isoflop(f["n_nonembedding"], f[ISOFLOP_METRIC], C=f["flops"], D=f["D"],
                                   bootstrap_k=self.k) if len(f) else None
             except (FitError, ValueError) as exc:
-                self.rows.append(Finding(name, "–", "–", "no paper value", f"{ISOFLOP_SWEEP}; not measured: {exc}"))
+                why.append(f"{fam}: {exc}")
                 continue
-            if iso is None or "intervals" not in iso or "a" not in iso["intervals"]:
-                self.rows.append(Finding(name, "–", "–", "no paper value", f"{ISOFLOP_SWEEP}; not measured: no runs"))
+            if iso is None or "a" not in iso.get("intervals", {}):
+                why.append(f"no {fam} runs of {ISOFLOP_SWEEP}")
                 continue
             lo, hi = iso["intervals"]["a"]
-            self.rows.append(Finding(name, "–", f"{iso['a']:.3f} [{lo:.3f}, {hi:.3f}]", "no paper value",
-                                     f"{ISOFLOP_SWEEP}, {len(iso['budgets'])} budgets, {len(f)} runs"))
+            parts.append(f"{fam[0].upper()} {iso['a']:.3f} [{lo:.3f}, {hi:.3f}] ({len(iso['budgets'])} budgets)")
+        basis = f"{ISOFLOP_SWEEP}; reference: Hoffmann et al. 2022, a = {HOFFMANN_A}" + (
+            f"; not measured: {'; '.join(why)}" if why else "")
+        self.rows.append(Finding("IsoFLOP exponent a of the C4 loss (N* ~ C^a)", "–", " · ".join(parts) or "–",
+                                 NO_PAPER_VALUE, basis))
 
 
 def _setting(d: dict) -> str:

@@ -105,7 +105,7 @@ class Report:
                 body.append("<p>" + html.escape(v).replace("\n", "<br>") + "</p>")
             elif kind == "table":
                 body.append((f"<p><em>{html.escape(cap)}</em></p>" if cap else "")
-                            + v.to_html(index=False, border=0, classes=css or None, table_id=css or None))
+                            + _verdicts(v.to_html(index=False, border=0, classes=css or None, table_id=css or None)))
             elif kind == "img":
                 data = base64.b64encode(Path(v).read_bytes()).decode()
                 body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(cap)}">'
@@ -114,6 +114,13 @@ class Report:
                  "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
                  "table.findings td{text-align:left}table.findings td:nth-child(4){font-weight:bold}")
         return f"<!doctype html><html><head><meta charset='utf-8'><title>Scaling report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def _verdicts(table_html: str) -> str:
+    """The findings' verdicts in colour, so the table reads at a glance."""
+    for verdict, colour in (("reproduced", "#1a7f37"), ("not reproduced", "#cf222e"), ("inconclusive", "#6e7781")):
+        table_html = table_html.replace(f"<td>{verdict}</td>", f'<td style="color:{colour}">{verdict}</td>')
+    return table_html
 
 
 def _try(fn, *args, **kw) -> dict:
