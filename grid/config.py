@@ -111,6 +111,7 @@ class RunConfig:
     compile: bool = False
     device: str = "auto"
     parallel: str = "auto"  # with > 1 process: "ddp" | "fsdp" | "auto" (FSDP2 from FSDP_MIN_PARAMS)
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard/ (grid/tensorboard_curves.py); needs .[tensorboard]
 
     @property
     def steps(self) -> int:

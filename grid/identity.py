@@ -7,9 +7,10 @@ data.data_dir (a location; the data's content is named by data.dataset and prepa
 data/prepare.py), eval_every and checkpoint_every (the trainer must evaluate with its own
 generators and resume exactly, STYLE 8), eval (benchmark settings: `python -m grid.evaluate`
 re-scores a finished run with others), device, compile and parallel (the same numbers up to
-float reassociation), and the model knobs that only another family reads (model/spec.py's
-`own_knobs`: for Chameleon image_attention, patch_*, unet_channels, lambda_diffusion,
-noise_limit, prediction). precision stays in: bf16 changes results.
+float reassociation), tensorboard (curves beside metrics.jsonl, which it does not change), and
+the model knobs that only another family reads (model/spec.py's `own_knobs`: for Chameleon
+image_attention, patch_*, unet_channels, lambda_diffusion, noise_limit, prediction).
+precision stays in: bf16 changes results.
 
 A field added to RunConfig after runs were committed is listed in ADDED_LATER with the value
 every earlier run had implicitly: at that value it stays out of the hash, so earlier runs keep
@@ -25,7 +26,8 @@ from grid.config import RunConfig, from_dict, resolved
 from grid.family import foreign_knobs
 from grid.merge import to_dict
 
-NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval")
+NOT_IN_ID = ("data.data_dir", "eval_every", "checkpoint_every", "device", "compile", "parallel", "eval",
+             "tensorboard")
 # key -> the behaviour runs had before the key existed (module docstring).
 ADDED_LATER = {"data.captions": "all"}
 

@@ -40,6 +40,7 @@ from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
 from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, live_state, lock_owner, read_status, run_problem,
                        run_state, write_run_config)
 from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
+from grid.tensorboard_curves import summary_writer
 from model.sizes import CPU_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
@@ -328,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
           + (f", {skipped.count('corrupt')} with a corrupt status.json (left alone)" if "corrupt" in skipped else ""))
     try:
         _check_data([specs[rid] for rid in todo])
+        if any(specs[rid].cfg.tensorboard for rid in todo):
+            summary_writer()  # as for the data: a missing package fails here once, not in every run
         _prepare_evaluators([specs[rid] for rid in todo])
     except (FileNotFoundError, ValueError) as exc:  # e.g. the data is not prepared yet
         print(f"error: {exc}", file=sys.stderr)

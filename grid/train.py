@@ -20,7 +20,8 @@ shows as the run ends: a resume, a checkpoint fallback, skipped data.
 
 At the end a run records its held-out losses (evals/held_out.py; also every eval_every steps
 in metrics.jsonl) and the benchmarks of evals/harness.py (settings: the config's `eval.*`) in
-evals.json.
+evals.json. With tensorboard=true the metrics lines are also TensorBoard scalars in
+RUN_DIR/tensorboard/ (grid/tensorboard_curves.py); metrics.jsonl stays the record.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from grid.identity import run_id
 from grid.provenance import code_version, machine
 from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, REPO_ROOT, RunLock, RunLocked, read_status, run_state,
                        slurm_job_id, write_run_config)
+from grid.tensorboard_curves import Curves, summary_writer
 from model.batch import PackedBatch
 from model.family import Family, combine
 
@@ -138,6 +140,8 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     the tasks of a SLURM job) every rank calls this; rank 0 alone writes the run directory."""
     cfg = resolved(cfg)
     cfg.validate()
+    if cfg.tensorboard:
+        summary_writer()  # a missing package is a one-line error before anything is written
     rid = run_id(cfg)
     run_dir = Path(results_dir) / sweep / rid
     device = _device(cfg)
@@ -268,7 +272,8 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
 
     model.train()
     start = time.time()
-    with PreemptionFlag() as preempt, open(metrics_path, "a") if dist.is_main else nullcontext() as metrics:
+    with PreemptionFlag() as preempt, open(metrics_path, "a") if dist.is_main else nullcontext() as metrics, \
+            Curves(run_dir, step, enabled=cfg.tensorboard and dist.is_main) as curves:
         while elements < cfg.D:
             batch = stream.next_batch()
             batch.check()  # on the host: on CUDA the models' own shape checks would stall each step
@@ -294,14 +299,18 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
                 fault_point("metrics")  # tests: a kill here leaves a torn last line
                 metrics.write(line[len(line) // 2:])
                 metrics.flush()
+                curves.add(record)
             if cfg.eval_every and step % cfg.eval_every == 0 and elements < cfg.D:
                 held_out = evaluate(model, family, cfg, data, device, dist=dist)
                 if dist.is_main:
-                    metrics.write(json.dumps({"step": step, "elements": elements, **held_out}) + "\n")
+                    record = {"step": step, "elements": elements, **held_out}
+                    metrics.write(json.dumps(record) + "\n")
+                    curves.add(record)
             # Ranks may see a signal at different steps: agree on it, or one rank would leave
             # the others waiting in a collective.
             stop = bool(dist.sum(torch.tensor([float(preempt.requested)]))[0]) if dist.active else preempt.requested
             if step % cfg.checkpoint_every == 0 or stop:
+                curves.flush()  # first: the steps a checkpoint covers are on disk before it exists
                 save()
                 if stop:
                     return "preempted", [signal.Signals(n).name for n in preempt.received] or ["peer"]

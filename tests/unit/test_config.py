@@ -119,7 +119,8 @@ def test_run_id_slug_and_what_it_depends_on():
                 "family=chameleon", "size=cpu-0.33M"]
     ids = {o: run_id(load_config(None, [o])) for o in relevant}
     assert rid not in ids.values() and len(set(ids.values())) == len(relevant)
-    for o in ["data.data_dir=/elsewhere", "eval_every=50", "checkpoint_every=7", "compile=true", "device=cpu"]:
+    for o in ["data.data_dir=/elsewhere", "eval_every=50", "checkpoint_every=7", "compile=true", "device=cpu",
+              "tensorboard=true"]:
         assert run_id(load_config(None, [o])) == rid, o
     # Defaults written out explicitly are the same run; so are lr=1 and lr=1.0.
     assert run_id(resolved(base)) == rid
