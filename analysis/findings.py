@@ -54,6 +54,7 @@ class Finding:
     ours: str
     verdict: str
     basis: str
+    sweep: str  # the sweep it is judged on
 
 
 @dataclass
@@ -149,12 +150,12 @@ class Judge:
             basis: str) -> None:
         paper_txt = _fmt(paper_value) if paper_value is not None else "–"
         if isinstance(ours, str):
-            self.rows.append(Finding(finding, paper_txt, "–", "inconclusive", f"{basis}; not measured: {ours}"))
+            self.rows.append(Finding(finding, paper_txt, "–", "inconclusive", f"{basis}; not measured: {ours}", basis))
             return
         lo, hi = ours.interval()
         note = f"{basis}; {ours.note}" if ours.note else basis
         self.rows.append(Finding(finding, paper_txt, f"{_fmt(math.exp(ours.log))} [{_fmt(lo)}, {_fmt(hi)}]",
-                                 _verdict(lo, hi, paper_above_one), note))
+                                 _verdict(lo, hi, paper_above_one), note, basis))
 
     # ------------------------------------------------------------------ the findings
 
@@ -177,7 +178,7 @@ class Judge:
             lo, hi = p["interval"]
             basis = f"{sweep}, {p['n_a']} + {p['n_b']} runs" + (f"; {p['note']}" if p.get("note") else "")
             self.rows.append(Finding(name, _fmt(value), f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
-                                     _verdict(lo, hi, False), basis))
+                                     _verdict(lo, hi, False), basis, sweep))
 
     def attention(self) -> None:
         s, fid = "ablation-attention", "t2i/fid"
@@ -274,7 +275,7 @@ class Judge:
                 parts.append(f"{fam[0].upper()} {fit['slope']:.3f} [{lo:.3f}, {hi:.3f}] (r2 {fit['r2']:.2f})")
             basis = f"{sweep}; T Transfusion, C Chameleon" + (f"; not measured: {'; '.join(why)}" if why else "")
             self.rows.append(Finding(f"trendline exponent, {paper.FIGURE5[metric]} (metric ~ C^slope)", "–",
-                                     " · ".join(parts) or "–", NO_PAPER_VALUE, basis))
+                                     " · ".join(parts) or "–", NO_PAPER_VALUE, basis, sweep))
         g, parts, why = self.sweep(ISOFLOP_SWEEP), [], []
         for fam in ("transfusion", "chameleon"):
             f = g[g["family"] == fam] if not g.empty and ISOFLOP_METRIC in g else g.iloc[0:0]
@@ -292,19 +293,26 @@ class Judge:
         basis = f"{ISOFLOP_SWEEP}; reference: Hoffmann et al. 2022, a = {HOFFMANN_A}" + (
             f"; not measured: {'; '.join(why)}" if why else "")
         self.rows.append(Finding("IsoFLOP exponent a of the C4 loss (N* ~ C^a)", "–", " · ".join(parts) or "–",
-                                 NO_PAPER_VALUE, basis))
+                                 NO_PAPER_VALUE, basis, ISOFLOP_SWEEP))
 
 
 def _setting(d: dict) -> str:
     return ", ".join(f"{k.replace('__', '.')}={v}" for k, v in d.items())
 
 
-def findings(table: pd.DataFrame, bootstrap_k: int = 200) -> pd.DataFrame:
-    """The findings table (module docstring): finding, paper, ours [95%], verdict, basis."""
+def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = False) -> pd.DataFrame:
+    """The findings table (module docstring): finding, paper, ours [95%], verdict, runs and notes.
+    `given_only` keeps the findings whose sweep has runs in `table` (a one-sweep report); the
+    table's attrs["left_out"] names the sweeps of the others."""
     j = Judge(table, bootstrap_k)
     for step in (j.parity_ratios, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
         step()
-    return pd.DataFrame([vars(r) for r in j.rows]).rename(columns={"ours": "ours [95%]", "basis": "runs and notes"})
+    given = set(table["sweep"]) if not table.empty else set()
+    rows = [r for r in j.rows if r.sweep in given or not given_only]
+    out = pd.DataFrame([{k: v for k, v in vars(r).items() if k != "sweep"} for r in rows])
+    out = out.rename(columns={"ours": "ours [95%]", "basis": "runs and notes"})
+    out.attrs["left_out"] = sorted({r.sweep for r in j.rows} - {r.sweep for r in rows})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,11 +217,15 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
         metrics = order_metrics(main_metrics(metric_columns(table)))  # intervals and floors ride along
         shown = _figure_metrics(metrics, every)
         rep.step("judging the paper's findings")
-        found = findings(table, bootstrap_k)
-        (out / "findings.md").write_text(to_markdown(found))
+        found = findings(table, bootstrap_k, given_only=True)
+        (out / "findings.md").write_text(to_markdown(found) if len(found) else "")
         rep.add("h2", "Findings")
         rep.add("p", FINDINGS_NOTE)
-        rep.add("table", found, "the paper's findings on these runs", css="findings")
+        if len(found):
+            rep.add("table", found, "the paper's findings on these runs", css="findings")
+        if found.attrs["left_out"]:
+            rep.add("p", f"Judged on sweeps not given here: {', '.join(found.attrs['left_out'])} "
+                         "(python analysis/report.py results/ judges every finding).")
         rep.add("p", FLOORS_NOTE)
         unknown = [m for m in shown if not direction(m)[1]]
         if unknown:

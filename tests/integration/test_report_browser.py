@@ -55,7 +55,7 @@ def test_report_renders_in_chromium(tmp_path):
     check = json.loads(found.group(1).replace("&quot;", '"'))
     assert check["images"] >= 2 and check["rendered"] == check["images"], check  # Figure 5 and the curves at least
     assert min(check["widths"]) > 300
-    assert check["findings"] >= 10 and set(check["verdicts"]) <= {"reproduced", "not reproduced", "inconclusive",
+    assert check["findings"] >= 5 and set(check["verdicts"]) <= {"reproduced", "not reproduced", "inconclusive",
                                                                   "no paper value"}
     shot = tmp_path / "report.png"  # what a reader sees (kept in pytest's tmp dir to look at)
     _chromium(tmp_path, "--window-size=1300,3000", f"--screenshot={shot}", html.as_uri())

@@ -92,3 +92,9 @@ def test_parity_verdict_on_a_sweep_where_transfusion_is_cheaper():
     ratio = float(row["ours [95%]"].split(" ")[0])
     assert ratio == pytest.approx(0.5, rel=0.1) and row["verdict"] == "reproduced" and row["paper"] == "0.489"
     assert _row(f, "parity FLOP ratio, image generation FID")["verdict"] == "inconclusive"  # not measured
+
+
+def test_given_only_keeps_the_findings_of_the_sweeps_given():
+    f = findings(_attention(60.0, 20.0, 16.8, 16.7), bootstrap_k=0, given_only=True)
+    assert len(f) == 2 and f["finding"].str.contains("attention").all()
+    assert "ablation-patch" in f.attrs["left_out"] and "toy-paper" in f.attrs["left_out"]
