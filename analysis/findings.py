@@ -1,6 +1,7 @@
 """The paper's findings, judged on our runs: reproduced, not reproduced, or inconclusive.
 
     python analysis/findings.py results/              # the findings table as markdown
+    python analysis/findings.py results --update README.md   # and into the README, between its markers
     rows = findings(table)                            # from analysis.collect's table
 
 Each finding is a ratio whose side of 1 is the paper's claim: a parity FLOP ratio below 1
@@ -42,6 +43,8 @@ Z95 = 1.959964
 PARITY_SWEEP = "toy-paper"  # the scaling sweep the parity ratios and exponents come from, where present
 ISOFLOP_SWEEP, ISOFLOP_METRIC = "isoflop", "text_c4/nll"
 NO_PAPER_VALUE = "no paper value"
+# Where the README holds the table (`--update README.md` rewrites what lies between them).
+MARKERS = ("<!-- findings: written by `python analysis/findings.py results` -->", "<!-- /findings -->")
 HOFFMANN_A = 0.49  # N* ~ C^a, Hoffmann et al. 2022 Table 2 (approach 2): the reference for our IsoFLOP exponent
 
 
@@ -321,13 +324,24 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="+", type=Path, help="results dirs (a root, sweep dirs or run dirs)")
+    ap.add_argument("--update", type=Path, metavar="FILE",
+                    help=f"also replace the table between {MARKERS[0]!r} and {MARKERS[1]!r} in FILE (the README)")
     args = ap.parse_args(argv)
     missing = [str(p) for p in args.results if not p.is_dir()]
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
     table, _ = collect(args.results, warn=None)
-    print(to_markdown(findings(table)), end="")
+    md = to_markdown(findings(table))
+    print(md, end="")
+    if args.update:
+        text = args.update.read_text()
+        if MARKERS[0] not in text or MARKERS[1] not in text:
+            print(f"error: {args.update} has no findings markers; add the lines {MARKERS[0]} and {MARKERS[1]}",
+                  file=sys.stderr)
+            return 2
+        head, rest = text.split(MARKERS[0], 1)
+        args.update.write_text(head + MARKERS[0] + "\n" + md + rest[rest.index(MARKERS[1]):])
     return 0
 
 

@@ -19,3 +19,22 @@ def test_quickstart_has_two_commands_and_ci_runs_the_test_one():
     assert "pip install torch==2.13.0" in install_and_run and "pip install torch==2.13.0" in install_and_test
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert install_and_test in ci_lines
+
+
+from analysis.findings import MARKERS
+
+FINDINGS_START, FINDINGS_END = MARKERS
+
+
+def test_the_readme_findings_table_is_what_the_committed_results_give():
+    """The README's findings table is exactly what analysis/findings.py computes from results/
+    (regenerate it with `python analysis/findings.py results --update README.md` after committing runs)."""
+    from analysis.collect import collect
+    from analysis.findings import findings
+    from analysis.tables import to_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    assert FINDINGS_START in readme and FINDINGS_END in readme
+    shown = readme.split(FINDINGS_START, 1)[1].split(FINDINGS_END, 1)[0].strip()
+    table, _ = collect([ROOT / "results"], warn=None)
+    assert shown == to_markdown(findings(table)).strip()
