@@ -128,3 +128,21 @@ def test_gpu_check_skips_cleanly_without_a_gpu():
     out = subprocess.run(["bash", "bench/gpu_check.sh"], capture_output=True, text=True,
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[2])
     assert out.returncode == 0 and "skipped" in out.stdout
+
+
+def test_report_bench_prints_both_timings(capsys, tmp_path):
+    """bench.report on a small results dir of two toy runs (tests/unit/test_analysis_findings's shape)."""
+    import yaml
+
+    from bench import report
+
+    for i, fam in enumerate(("transfusion", "chameleon")):
+        run = tmp_path / "toy" / f"{fam}-run"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"family": fam, "size": "cpu-0.11M", "D": 1000, "seed": 0}))
+        (run / "status.json").write_text(json.dumps({"state": "done"}))
+        (run / "evals.json").write_text(json.dumps({"elements": 1000, "flops": 6e8, "n_nonembedding": 1e5,
+                                                    "text_c4/ppl": 50.0 + i}))
+    assert report.main([str(tmp_path)]) == 0
+    (out,) = _json_lines(capsys)
+    assert out["runs"] == 2 and _positive(out["default_s"], out["all_s"], out["speedup"])
