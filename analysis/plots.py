@@ -6,7 +6,8 @@ with matplotlib's Agg backend (no display needed). Functions return the PNG path
   figure5          each benchmark vs FLOPs on log axes, both families in fixed colours with
                    intervals and trendlines, floors and chance levels, our parity point and
                    the paper's (Transfusion paper Figure 5).
-  training_curves  training loss vs elements seen, one line per run, one panel per family.
+  training_curves  training loss vs elements seen, one smoothed line per run coloured by size,
+                   one panel per family.
   isoflop_curves   metric vs N per compute budget with the fitted parabola's N*, and N*(C)
                    with its power law (Hoffmann et al. 2022 Figure 3; Porian et al. 2024).
 """
@@ -14,6 +15,7 @@ with matplotlib's Agg backend (no display needed). Functions return the PNG path
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import matplotlib
@@ -98,7 +100,7 @@ def figure5(table: pd.DataFrame, metrics: list[str], trends: dict, parities: dic
     A panel whose values are not all positive (GenEval at chance can be 0) keeps a linear y axis.
     """
     fig, axes = _grid(len(metrics), w=4.4, h=3.5)
-    families = sorted(table[family_col].dropna().unique(), key=lambda f: (f not in COLORS, list(COLORS).index(f) if f in COLORS else 0, str(f)))
+    families = _family_order(table[family_col].dropna().unique())
     for ax, metric in zip(axes, metrics):
         values = [table[metric].dropna()]
         for i, fam in enumerate(families):
@@ -125,7 +127,6 @@ def figure5(table: pd.DataFrame, metrics: list[str], trends: dict, parities: dic
         ax.set_xscale("log")
         if (pd.concat(values) > 0).all():
             ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on short log ranges
         ax.set_xlabel("training FLOPs (6ND)")
         ax.set_title(f"{paper.FIGURE5.get(metric, metric)} {arrow(metric)}", fontsize=10)
@@ -135,29 +136,49 @@ def figure5(table: pd.DataFrame, metrics: list[str], trends: dict, parities: dic
     return save(fig, stem)
 
 
+def _family_order(families) -> list[str]:
+    """Transfusion, then Chameleon, then any other family by name: the same order in every figure."""
+    return sorted(set(families), key=lambda f: (list(COLORS).index(f) if f in COLORS else len(COLORS), str(f)))
+
+
 def training_curves(curves: dict[str, pd.DataFrame], families: dict[str, str], stem: Path,
-                    y: str = "loss", x: str = "elements") -> Path:
-    """Training `y` vs `x` per run (curves: run -> metrics.jsonl frame), one panel per family."""
-    fams = sorted(set(families.values()))
-    fig, axes = _grid(max(1, len(fams)), w=5.0)
+                    y: str = "loss", x: str = "elements", sizes: dict[str, str] | None = None,
+                    smooth: int = 25) -> Path:
+    """Training `y` vs `x` per run (curves: run -> metrics.jsonl frame), one panel per family,
+    log-log, each run's curve a centred rolling mean over `smooth` steps (one batch of a toy run
+    is noisy) coloured by its size (`sizes`: run -> size name), one legend entry per size."""
+    sizes = sizes or {r: r for r in families}
+    order = sorted(set(sizes.values()), key=lambda z: (_size_key(z), z))
+    cmap = plt.get_cmap("viridis", max(2, len(order)))
+    colour = {z: cmap(i) for i, z in enumerate(order)}
+    fams = _family_order(families.values())
+    fig, axes = _grid(max(1, len(fams)), w=5.0, h=3.4)
     for ax, fam in zip(axes, fams):
-        runs = sorted(r for r, f in families.items() if f == fam)
-        cmap = plt.get_cmap("viridis", max(2, len(runs)))
-        for j, run in enumerate(runs):
+        seen = set()
+        for run in sorted(r for r, f in families.items() if f == fam):
             c = curves.get(run)
             if c is None or x not in c or y not in c:
                 continue
             c = c.dropna(subset=[x, y])
-            ax.plot(c[x], c[y], lw=0.8, color=cmap(j), label=run if len(runs) <= 12 else None)
+            z = sizes.get(run, run)
+            ys = c[y].rolling(smooth, center=True, min_periods=1).mean()
+            ax.plot(c[x], ys, lw=0.9, color=colour.get(z, "gray"), alpha=0.85, label=None if z in seen else z)
+            seen.add(z)
         ax.set_xscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(f"training {y}")
-        ax.set_title(fam, fontsize=9)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{x} seen")
+        ax.set_ylabel(f"training {y} (rolling mean of {smooth} steps)")
+        ax.set_title(fam, fontsize=10, color=COLORS.get(fam, "black"))
         ax.grid(True, which="both", lw=0.3, alpha=0.5)
-        if len(runs) <= 12:
-            ax.legend(fontsize=5)
+        ax.legend(fontsize=7, title="size", title_fontsize=7)
     fig.tight_layout()
     return save(fig, stem)
+
+
+def _size_key(name: str) -> float:
+    """cpu-0.11M -> 0.11e6, 0.76B -> 0.76e9: sizes sorted by their parameter count."""
+    m = re.search(r"([0-9.]+)([MBk])", str(name))
+    return float(m.group(1)) * {"k": 1e3, "M": 1e6, "B": 1e9}[m.group(2)] if m else math.inf
 
 
 def isoflop_curves(N, y, budget_ids, fit: dict, stem: Path, metric: str = "loss") -> Path:

@@ -271,7 +271,8 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
                     "trendlines and 95% intervals; dashed lines are the benchmark's floors and chance levels; the "
                     "filled star is our parity point, the hollow one where the paper's parity ratio would put it")
             curves = {r: read_curve(Path(p)) for r, p in zip(g["run"], g["path"])}
-            rep.add("img", plots.training_curves(curves, dict(zip(g["run"], g["family"])), out / f"curves_{sweep}"),
+            rep.add("img", plots.training_curves(curves, dict(zip(g["run"], g["family"])), out / f"curves_{sweep}",
+                                                     sizes=dict(zip(g["run"], g["size"]))),
                     "training loss against elements seen, one line per run")
             for m, per_fam in fits["isoflop"].items():
                 for fam, iso in per_fam.items():
