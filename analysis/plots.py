@@ -41,8 +41,10 @@ def save(fig: plt.Figure, stem: Path) -> Path:
     """Write stem.png and stem.pdf, close the figure, return the PNG path."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=120, bbox_inches="tight")
-    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight")
+    # No dates or versions in the files: a regenerated report is byte-identical to a committed one.
+    fig.savefig(stem.with_suffix(".png"), dpi=120, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(stem.with_suffix(".pdf"), bbox_inches="tight", metadata={"CreationDate": None, "Producer": None,
+                                                                        "Creator": None})
     plt.close(fig)
     return stem.with_suffix(".png")
 
