@@ -21,7 +21,7 @@ ALLOWED = {
     "evals": {"model", "baselines", "data"},  # metrics know no launcher
     "grid": {"model", "baselines", "data", "evals"},
     "analysis": {"grid"},  # only grid/family.py's torch-free names (checked below)
-    "bench": {"model", "baselines", "data", "evals", "grid"},
+    "bench": {"model", "baselines", "data", "evals", "grid", "analysis"},  # the top: it times everything below
 }
 
 
