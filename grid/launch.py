@@ -37,8 +37,8 @@ from pathlib import Path
 
 from grid.config import ConfigError, resolved
 from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
-from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, live_state, lock_owner, read_status, run_problem,
-                       run_state, write_run_config)
+from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, last_metrics, live_state, lock_owner, read_status,
+                       run_problem, run_state, write_run_config)
 from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
 from grid.tensorboard_curves import summary_writer
 from model.sizes import CPU_SIZES
@@ -81,23 +81,50 @@ def _print_total(specs: list[RunSpec], rows: list[dict]) -> None:
         print(f"[dry-run] {len(specs)} runs; estimated {gpu_h:,.0f} GPU-hours at {GPU_FLOPS:.0e} FLOP/s per GPU")
 
 
-def _progress(states: dict[str, str], start: float, total: int) -> str:
+def _work_done(states: dict[str, str], work: dict[str, tuple[float, float]], results: Path) -> float | None:
+    """The share of the launch's work that is done: runs weighted by their estimated seconds
+    (work[rid] = (D, estimated seconds)), a running run counted by its elements so far."""
+    total = sum(w for _, w in work.values())
+    if not total:
+        return None
+    done = 0.0
+    for rid, (D, w) in work.items():
+        if states.get(rid) in ("done", "failed"):
+            done += w
+        elif states.get(rid) in ("running", "interrupted", "preempted", "new"):
+            last = last_metrics(results / rid)
+            done += w * min(1.0, last["elements"] / D) if last and D else 0.0
+    return done / total
+
+
+def _progress(states: dict[str, str], start: float, total: int, share: float | None = None,
+              share0: float = 0.0) -> str:
+    """One progress line. With `share` (the work done, `_work_done`; `share0` at the launch's
+    start, from resumed runs) the ETA follows the work done so far in this launch, from the first
+    minute; without it, the finished runs."""
     done = sum(s == "done" for s in states.values())
     failed = sum(s == "failed" for s in states.values())
     running = sum(s == "running" for s in states.values())
     elapsed = time.time() - start
-    eta = f"{elapsed / done * (total - done - failed):.0f}s" if done else "?"
-    return f"[launch] {done}/{total} done, {running} running, {failed} failed, {elapsed:.0f}s elapsed, ETA {eta}"
+    if share is not None and share > share0 and elapsed > 5:
+        eta = f"{elapsed * (1 - share) / (share - share0) / 60:.0f} min"
+    else:
+        eta = f"{elapsed / done * (total - done - failed) / 60:.0f} min" if done else "?"
+    work = f" ({share:.0%} of the work)" if share is not None else ""
+    return (f"[launch] {done}/{total} done{work}, {running} running, {failed} failed, {elapsed / 60:.1f} min elapsed, "
+            f"ETA {eta}")
 
 
-def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
+def run_local(sweep: str, todo: list[str], args, work: dict[str, tuple[float, float]] | None = None) -> dict[str, str]:
     """Each run in its own process, at most max_parallel at once. SIGTERM, SIGHUP (a closed
     terminal) or Ctrl-C stop the launch: the children get SIGTERM, checkpoint and exit (they
     resume on the next launch), and this waits for them, so none is left orphaned. A run that
     another launch holds is waited for, so the summary reports what became of it. Returns, for
     the children that died before recording a state, why (exit status and last log line)."""
     pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
-    start, shown, last_print = time.time(), None, 0.0
+    start, shown, last_print, line_at, line = time.time(), None, 0.0, 0.0, ""
+    work = work or {}
+    share0 = _work_done({rid: "running" for rid in work}, work, args.results_dir / sweep)  # resumed runs' part
     # Share the cores: K processes with torch's default thread count each would oversubscribe
     # the machine (measured here: 2 runs x 2 threads on 2 cores ran 3-7x slower than 1 thread each).
     threads = str(max(1, (os.cpu_count() or 1) // args.max_parallel))
@@ -139,10 +166,13 @@ def run_local(sweep: str, todo: list[str], args) -> dict[str, str]:
                     _show_notes(args.results_dir / sweep / rid)
             # A live line on a terminal; in a log file, a line when something changed or each minute.
             counts = sorted(states.values())
+            if time.time() - line_at > 5 or counts != shown:  # metrics files are read at most every 5 s
+                share = _work_done(states, work, args.results_dir / sweep)
+                line, line_at = _progress(states, start, len(todo), share, share0 or 0.0), time.time()
             if tty:
-                print("\r" + _progress(states, start, len(todo)), end="", flush=True)
+                print("\r" + line, end="", flush=True)
             elif counts != shown or time.time() - last_print > 60:
-                print(_progress(states, start, len(todo)), flush=True)
+                print(line, flush=True)
                 shown, last_print = counts, time.time()
             time.sleep(0.5)
         if tty:
@@ -351,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # recorded in status.json by train; the sweep goes on
                 print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
     else:
-        deaths = run_local(args.sweep, todo, args)
+        deaths = run_local(args.sweep, todo, args, {rid: (specs[rid].cfg.D, estimated_seconds(specs[rid].cfg)) for rid in todo})
     return _summary(args.sweep, sweep_dir, list(specs), deaths)
 
 

@@ -97,6 +97,20 @@ def live_state(run_dir: Path) -> str:
     return "interrupted" if state == "running" and lock_owner(run_dir) is None else state
 
 
+def last_metrics(run_dir: Path) -> dict | None:
+    """The last complete line of the run's metrics.jsonl (a killed run can leave a torn one)."""
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
 def read_evals(run_dir: Path) -> dict:
     """evals.json as a dict; ValueError naming the file when it is missing or does not parse."""
     path = Path(run_dir) / "evals.json"

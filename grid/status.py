@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from grid.runs import DEFAULT_RESULTS, live_state, read_status, run_problem
+from grid.runs import DEFAULT_RESULTS, last_metrics, live_state, read_status, run_problem
 from grid.slurm import job_states, recorded_jobs
 from grid.sweeps import sweep_specs
 
@@ -35,23 +35,11 @@ def sweep_status(sweep: str, results_dir: Path, overrides: list[str] = ()) -> li
         if rid in jobs:
             row["slurm_job_id"] = jobs[rid]
             row["slurm_state"] = slurm_states.get(jobs[rid], "unknown")
-        last = _last_metrics(run_dir / "metrics.jsonl")
+        last = last_metrics(run_dir)
         if last:
             row.update(step=last["step"], elements=last["elements"])
         rows.append(row)
     return rows
-
-
-def _last_metrics(path: Path) -> dict | None:
-    """The last complete line of metrics.jsonl (a killed run can leave a torn one)."""
-    if not path.exists():
-        return None
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
