@@ -72,7 +72,8 @@ class Ratio:
         return math.exp(self.log - Z95 * self.se), math.exp(self.log + Z95 * self.se)
 
     def __truediv__(self, other: "Ratio") -> "Ratio":
-        return Ratio(self.log - other.log, math.hypot(self.se, other.se), "; ".join(filter(None, (self.note, other.note))))
+        notes = dict.fromkeys(filter(None, (self.note, other.note)))  # each once, in order
+        return Ratio(self.log - other.log, math.hypot(self.se, other.se), "; ".join(notes))
 
 
 def _verdict(lo: float, hi: float, paper_above_one: bool) -> str:
@@ -137,7 +138,7 @@ class Judge:
             if (r[metric] <= 0).any():
                 return f"{sweep}: {metric} is {r[metric].min():.3g} at {_setting(setting)} (no log ratio)"
         sigma = self._sigma.get(metric, math.nan)
-        note = "" if math.isfinite(sigma) else "no seed replicates: run intervals only"
+        note = f"seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "no seed replicates: run intervals only"
         sigma = sigma if math.isfinite(sigma) else 0.0
 
         def part(r: pd.DataFrame) -> tuple[float, float]:
