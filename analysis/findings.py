@@ -112,8 +112,9 @@ def _pick(g: pd.DataFrame, **where) -> pd.DataFrame:
 class Judge:
     """Builds findings from the collected table (module docstring)."""
 
-    def __init__(self, table: pd.DataFrame, bootstrap_k: int = 200) -> None:
+    def __init__(self, table: pd.DataFrame, bootstrap_k: int = 200, skipped: tuple = ()) -> None:
         self.table, self.k = table, bootstrap_k
+        self.skipped = skipped  # analysis.collect.Skipped: runs that did not finish, named where they are missing
         self.rows: list[Finding] = []
         scaling = table[~table["sweep"].astype(str).str.startswith("ablation")] if not table.empty else table
         # toy-paper where it was given; else the scaling sweep with the most runs (the demo, say)
@@ -134,7 +135,8 @@ class Judge:
         ra, rb = _pick(g, **a), _pick(g, **b)
         for r, setting in ((ra, a), (rb, b)):
             if r.empty or r[metric].isna().all():
-                return f"{sweep}: no finished run with {_setting(setting)}"
+                why = [f"{x.run.split('/')[-1]}: {x.reason}" for x in self.skipped if x.run.startswith(f"{sweep}/")]
+                return f"{sweep}: no finished run with {_setting(setting)}" + (f" (unfinished: {'; '.join(why)})" if why else "")
             if (r[metric] <= 0).any():
                 return f"{sweep}: {metric} is {r[metric].min():.3g} at {_setting(setting)} (no log ratio)"
         sigma = self._sigma.get(metric, math.nan)
@@ -304,11 +306,12 @@ def _setting(d: dict) -> str:
     return ", ".join(f"{k.replace('__', '.')}={v}" for k, v in d.items())
 
 
-def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = False) -> pd.DataFrame:
+def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = False, skipped: tuple = ()) -> pd.DataFrame:
     """The findings table (module docstring): finding, paper, ours [95%], verdict, runs and notes.
     `given_only` keeps the findings whose sweep has runs in `table` (a one-sweep report); the
-    table's attrs["left_out"] names the sweeps of the others."""
-    j = Judge(table, bootstrap_k)
+    table's attrs["left_out"] names the sweeps of the others. `skipped` (analysis.collect's) names
+    the runs that did not finish where a finding misses them (a diverged run, say)."""
+    j = Judge(table, bootstrap_k, tuple(skipped))
     for step in (j.parity_ratios, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
         step()
     given = set(table["sweep"]) if not table.empty else set()
@@ -332,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    table, _ = collect(args.results, warn=None)
-    md = to_markdown(findings(table))
+    table, skipped = collect(args.results, warn=None)
+    md = to_markdown(findings(table, skipped=skipped))
     print(md, end="")
     if args.update:
         text = args.update.read_text()

@@ -172,6 +172,7 @@ def _provenance(table: pd.DataFrame) -> pd.DataFrame:
     """Per sweep: which commits and machines wrote its runs, and how many each (status.json)."""
     cols = ["code_commit", "code_dirty", "machine_host", "machine_cpu", "machine_cores", "machine_torch", "machine_gpu"]
     t = table.reindex(columns=["sweep", *cols]).astype(object).where(lambda d: d.notna(), "not recorded")
+    t["machine_cores"] = t["machine_cores"].map(lambda v: int(v) if isinstance(v, float) else v)  # 2, not 2.0
     out = t.groupby(["sweep", *cols], dropna=False).size().reset_index(name="runs")
     return out.rename(columns={c: c.replace("_", " ", 1) for c in cols})
 
@@ -217,7 +218,7 @@ def build(results: list[Path], out: Path, n_def: str = "nonembedding", bootstrap
         metrics = order_metrics(main_metrics(metric_columns(table)))  # intervals and floors ride along
         shown = _figure_metrics(metrics, every)
         rep.step("judging the paper's findings")
-        found = findings(table, bootstrap_k, given_only=True)
+        found = findings(table, bootstrap_k, given_only=True, skipped=skipped)
         (out / "findings.md").write_text(to_markdown(found) if len(found) else "")
         rep.add("h2", "Findings")
         rep.add("p", FINDINGS_NOTE)

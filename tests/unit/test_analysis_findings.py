@@ -98,3 +98,12 @@ def test_given_only_keeps_the_findings_of_the_sweeps_given():
     f = findings(_attention(60.0, 20.0, 16.8, 16.7), bootstrap_k=0, given_only=True)
     assert len(f) == 2 and f["finding"].str.contains("attention").all()
     assert "ablation-patch" in f.attrs["left_out"] and "toy-paper" in f.attrs["left_out"]
+
+
+def test_a_run_that_did_not_finish_is_named_where_it_is_missing():
+    from analysis.collect import Skipped
+
+    t = _attention(60.0, 20.0, 16.8, 16.7).iloc[:3]
+    gone = Skipped("ablation-attention/transfusion-x", "/r", "state is 'failed': FloatingPointError: loss is nan")
+    row = _row(findings(t, bootstrap_k=0, skipped=[gone]), "with U-Net patches")
+    assert "unfinished: transfusion-x: state is 'failed': FloatingPointError: loss is nan" in row["runs and notes"]
