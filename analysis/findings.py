@@ -76,6 +76,13 @@ class Ratio:
         return Ratio(self.log - other.log, math.hypot(self.se, other.se), "; ".join(notes))
 
 
+def _over(a: "Ratio | str", b: "Ratio | str") -> "Ratio | str":
+    """a / b for two measured ratios (does the gap narrow?); else what is missing."""
+    if isinstance(a, Ratio) and isinstance(b, Ratio):
+        return a / b
+    return a if isinstance(a, str) else b
+
+
 def _verdict(lo: float, hi: float, paper_above_one: bool) -> str:
     if lo > 1 or hi < 1:
         return "reproduced" if (lo > 1) == paper_above_one else "not reproduced"
@@ -196,8 +203,7 @@ class Judge:
         self.add("intra-image bidirectional attention helps, linear patches (FID causal / bidirectional)",
                  causal / bidir, gaps["linear"], True, s)
         (lc, lb), (uc, ub) = paper.ATTENTION_FID["linear"], paper.ATTENTION_FID["unet"]
-        narrows = gaps["linear"] / gaps["unet"] if all(isinstance(v, Ratio) for v in gaps.values()) else (
-            next(v for v in gaps.values() if isinstance(v, str)))
+        narrows = _over(gaps["linear"], gaps["unet"])
         self.add("with U-Net patches the attention gap shrinks (FID ratio linear / U-Net; paper U-Net ratio 1.01)",
                  (lc / lb) / (uc / ub), narrows, True, s)
 
@@ -209,7 +215,7 @@ class Judge:
                  paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2], lin, True, s)
         unet = self.ratio(s, fid, {"model__patch_size": 8, "model__patch_kind": "unet"},
                           {"model__patch_size": 2, "model__patch_kind": "unet"})
-        both = lin / unet if isinstance(lin, Ratio) and isinstance(unet, Ratio) else (lin if isinstance(lin, str) else unet)
+        both = _over(lin, unet)
         p_lin = paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2]
         p_unet = paper.PATCH_FID["unet"][8] / paper.PATCH_FID["unet"][2]
         self.add(f"U-Net patches hold up at 8x8 (FID 8x8/2x2 linear over U-Net; paper U-Net ratio {_fmt(p_unet)})",
@@ -230,8 +236,7 @@ class Judge:
         self.add(f"U-Net beats linear patches (FID linear / U-Net at the largest size{', ' + sizes[-1] if sizes else ''}; "
                  "paper at 7B)", l1 / u1, top, True, s)
         first, last = (by_size[sizes[0]], by_size[sizes[-1]]) if len(sizes) >= 2 else (top, top)
-        narrows = first / last if isinstance(first, Ratio) and isinstance(last, Ratio) else (
-            first if isinstance(first, str) else last if isinstance(last, str) else f"one size only in {s}")
+        narrows = _over(first, last) if len(sizes) >= 2 or isinstance(top, str) else f"one size only in {s}"
         span = f"{sizes[0]} over {sizes[-1]}" if len(sizes) >= 2 else "smallest over largest size"
         self.add(f"the U-Net's advantage narrows with size (FID ratio linear / U-Net, {span}; paper 0.16B over 7B)",
                  (l0 / u0) / (l1 / u1), narrows, True, s)
@@ -253,8 +258,7 @@ class Judge:
             alone, mixed = paper.TEXT_ONLY_C4[fam]
             self.add(f"images cost {fam} text (C4 perplexity with images / text only)", mixed / alone, cost[fam], True, s)
         (ta, tm), (ca, cm) = paper.TEXT_ONLY_C4["transfusion"], paper.TEXT_ONLY_C4["chameleon"]
-        both = cost["transfusion"] / cost["chameleon"] if all(isinstance(v, Ratio) for v in cost.values()) else (
-            next(v for v in cost.values() if isinstance(v, str)))
+        both = _over(cost["transfusion"], cost["chameleon"])
         self.add("Transfusion's text cost is below Chameleon's (the two costs' ratio)", (tm / ta) / (cm / ca), both, False, s)
         stab = self.ratio(s, c4, {"family": "chameleon", "data__text_share": 1.0}, {"family": "transfusion", "data__text_share": 1.0})
         self.add("Chameleon's stability changes cost text (text-only C4 perplexity, Chameleon / Transfusion)",
