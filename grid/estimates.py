@@ -4,14 +4,18 @@
     sweep_wall_seconds(specs, cores)  # a CPU sweep with the local launcher, one process per core
     resources_for(cfg)                # the per-size SLURM default (Resources)
 
-CPU estimates follow the machine: a run's elements/s is a fraction of the machine's matmul peak
-that depends on the size and the family, so CPU_SPEED holds elements/s per FLOP/s of one
-thread's fp32 matmul peak (grid/machine.cpu_peak, measured at launch), from bench.train at seq
-256, batch 8, one thread per process as the local launcher runs them (bench/RESULTS.md,
-2026-12-02, peak 1.0e11 FLOP/s). Sizes past cpu-6.4M assume cpu-6.4M's 6N MFU. Evaluation adds
-`eval_seconds` at that peak, scaled the same way. The local launcher runs one process per core,
-so a sweep's wall time is the sum over its runs divided by the cores; tests/unit/test_sweeps.py
-holds every CPU sweep to its budget.
+CPU estimates follow the machine: a run's elements/s is CPU_SPEED at CALIBRATION_PEAK, scaled by
+(peak / CALIBRATION_PEAK) ** PEAK_EXPONENT, where peak is one thread's fp32 matmul peak measured
+at launch (grid/machine.cpu_peak). Toy models are small enough that a step is partly per-op
+overhead and memory traffic, so their speed grows more slowly than the matmul peak: between the
+two machines this suite has run on, 1.75x for 2.5x the peak.
+
+Every constant is what `python -m bench.estimates results --unrecorded-peak 8.5e10` prints from
+the finished runs of issue 16 (two single-threaded runs sharing 2 cores, as the local launcher
+runs them; bench/RESULTS.md has its output). Evaluation adds EVAL_SECONDS, U-Net patches add
+UNET_S_PER_ELEMENT and UNET_EVAL_SECONDS, all at CALIBRATION_PEAK and scaled the same way. The
+local launcher runs one process per core, so a sweep's wall time is the sum over its runs
+divided by the cores; tests/unit/test_sweeps.py holds every CPU sweep to its budget.
 
 Paper sizes take their time from 6ND at an assumed GPU_FLOPS per GPU; SLURM jobs are capped at
 MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
@@ -27,25 +31,28 @@ from grid.machine import cpu_peak
 from model.accounting import backbone_params
 from model.sizes import CPU_SIZES, get_size
 
-# Elements/s per FLOP/s of one thread's fp32 matmul peak (module docstring; bench/RESULTS.md).
-# cpu-0.027M and cpu-0.056M: the median elements/s of results/lr-sweep's finished runs there (two
-# processes on 2 cores, 2026-12-02, one-thread peak 8.5e10), per FLOP/s of that peak; below
-# 0.11M a step is mostly per-op overhead, the embedding and the 2,048-id head, so they are
-# little faster than cpu-0.11M (Chameleon not at all).
+CALIBRATION_PEAK = 2.15e11  # FLOP/s: one thread's fp32 matmul peak of the machine of the reruns
+PEAK_EXPONENT = 0.58  # speed ~ peak ** this (module docstring)
+# Training elements/s at CALIBRATION_PEAK with linear patches (bench.estimates' "speed").
+# cpu-2.7M and cpu-6.4M have no runs: bench.train's quiet one-process values (bench/RESULTS.md,
+# 2026-12-02) times what the runs measured over bench.train at cpu-0.8M, so the MFU that grows
+# with size there is kept. Sizes past cpu-6.4M assume cpu-6.4M's 6N MFU.
 CPU_SPEED = {
-    "transfusion": {"cpu-0.027M": 3.24e-7, "cpu-0.056M": 1.93e-7, "cpu-0.11M": 2.79e-7, "cpu-0.33M": 1.48e-7,
-                    "cpu-0.8M": 8.5e-8, "cpu-2.7M": 3.4e-8, "cpu-6.4M": 1.55e-8},
-    "chameleon": {"cpu-0.027M": 1.31e-7, "cpu-0.056M": 1.18e-7, "cpu-0.11M": 1.65e-7, "cpu-0.33M": 1.04e-7,
-                  "cpu-0.8M": 7.1e-8, "cpu-2.7M": 2.9e-8, "cpu-6.4M": 1.45e-8},
+    "transfusion": {"cpu-0.027M": 35081, "cpu-0.056M": 29636, "cpu-0.11M": 27997, "cpu-0.33M": 15173,
+                    "cpu-0.8M": 9407, "cpu-2.7M": 3763, "cpu-6.4M": 1715},
+    "chameleon": {"cpu-0.027M": 15325, "cpu-0.056M": 16983, "cpu-0.11M": 16189, "cpu-0.33M": 10591,
+                  "cpu-0.8M": 7397, "cpu-2.7M": 3021, "cpu-6.4M": 1511},
 }
-CALIBRATION_PEAK = 1.0e11  # FLOP/s: one thread's fp32 matmul peak where CPU_SPEED was measured
-# Seconds per run at CALIBRATION_PEAK for the default benchmarks, by size: results/demo's
-# meta/seconds_* summed, both families' mean (2026-11; 17 s at cpu-0.11M, 26 s at 0.33M, 43 s at
-# 0.8M), plus START_SECONDS for the process and the held-out losses. Smaller sizes cost what
-# cpu-0.11M does (the autoencoder, the checker and the sampler loop do not shrink); larger ones
-# grow with N^0.5, as 0.11M -> 0.8M did. A run with the text benchmark alone costs TEXT_SECONDS.
-EVAL_SECONDS = {"cpu-0.11M": 17.0, "cpu-0.33M": 26.0, "cpu-0.8M": 43.0}
-START_SECONDS, TEXT_SECONDS = 4.0, 2.0
+# U-Net patches: seconds per element on top of the linear model's, at patch size 2. The U-Net's
+# work per image is fixed and an image has (latent / patch)^2 elements, so per element it grows
+# with the patch area.
+UNET_S_PER_ELEMENT = 5.43e-5
+# Evaluation seconds per run (start-up, held-out losses, the default benchmarks), by size; smaller
+# sizes cost what the smallest measured one does (the autoencoder, the checker and the sampler
+# loop do not shrink), larger ones grow with N^0.5. U-Net patches add UNET_EVAL_SECONDS (the
+# sampler runs the U-Net at every step). A run with the text benchmark alone costs TEXT_SECONDS.
+EVAL_SECONDS = {"cpu-0.027M": 26.6, "cpu-0.056M": 16.4, "cpu-0.11M": 18.1, "cpu-0.33M": 30.0, "cpu-0.8M": 41.4}
+UNET_EVAL_SECONDS, TEXT_SECONDS = 54.3, 5.3
 
 # Paper scale: per-size layout (nodes, GPUs per node); time from 6ND.
 PAPER_LAYOUT = {"0.16B": (1, 8), "0.37B": (1, 8), "0.76B": (2, 8), "1.4B": (2, 8), "7B": (4, 8)}
@@ -67,35 +74,43 @@ class Resources:
 
 
 def _cpu_rate(cfg: RunConfig, peak: float) -> float:
-    """Training elements/s of a CPU run on a machine of this one-thread peak."""
+    """Training elements/s of a CPU run with linear patches on a machine of this one-thread peak."""
     table = CPU_SPEED[cfg.family]
     if cfg.size in table:
-        return table[cfg.size] * peak
-    ref = "cpu-6.4M"  # larger sizes: cpu-6.4M's 6N MFU
-    mfu = table[ref] * 6 * backbone_params(get_size(ref))
-    return mfu * peak / (6 * backbone_params(get_size(cfg.size)))
-
-
-def eval_seconds(cfg: RunConfig) -> float:
-    """A CPU run's start-up, held-out losses and benchmarks at CALIBRATION_PEAK (EVAL_SECONDS)."""
-    if set(cfg.eval.benchmarks) <= {"text"}:
-        return START_SECONDS + TEXT_SECONDS
-    n = backbone_params(get_size(cfg.size))
-    if cfg.size in EVAL_SECONDS:
-        bench = EVAL_SECONDS[cfg.size]
-    elif n < backbone_params(get_size("cpu-0.11M")):
-        bench = EVAL_SECONDS["cpu-0.11M"]
+        speed = table[cfg.size]
     else:
-        bench = EVAL_SECONDS["cpu-0.8M"] * (n / backbone_params(get_size("cpu-0.8M"))) ** 0.5
-    return START_SECONDS + bench
+        ref = "cpu-6.4M"  # larger sizes: cpu-6.4M's 6N MFU
+        speed = table[ref] * backbone_params(get_size(ref)) / backbone_params(get_size(cfg.size))
+    return speed * (peak / CALIBRATION_PEAK) ** PEAK_EXPONENT
+
+
+def eval_seconds(cfg: RunConfig, peak: float) -> float:
+    """A CPU run's start-up, held-out losses and benchmarks on a machine of this peak (EVAL_SECONDS)."""
+    slower = (CALIBRATION_PEAK / peak) ** PEAK_EXPONENT
+    if set(cfg.eval.benchmarks) <= {"text"}:
+        return TEXT_SECONDS * slower
+    n = backbone_params(get_size(cfg.size))
+    sizes = sorted(EVAL_SECONDS, key=lambda s: backbone_params(get_size(s)))
+    if cfg.size in EVAL_SECONDS:
+        seconds = EVAL_SECONDS[cfg.size]
+    elif n < backbone_params(get_size(sizes[0])):
+        seconds = EVAL_SECONDS[sizes[0]]
+    else:
+        seconds = EVAL_SECONDS[sizes[-1]] * (n / backbone_params(get_size(sizes[-1]))) ** 0.5
+    unet = UNET_EVAL_SECONDS if cfg.model.patch_kind == "unet" else 0.0
+    return (seconds + unet) * slower
 
 
 def estimated_seconds(cfg: RunConfig, peak: float | None = None) -> float:
     """Expected wall time of one run: CPU sizes from CPU_SPEED at this machine's one-thread
-    peak (measured unless given), evaluation included; paper sizes from 6ND."""
+    peak (measured unless given), U-Net patches and evaluation included; paper sizes from 6ND."""
     if cfg.size in CPU_SIZES:
         peak = peak or cpu_peak()
-        return cfg.D / _cpu_rate(cfg, peak) + eval_seconds(cfg) * CALIBRATION_PEAK / peak
+        per_element = 1 / _cpu_rate(cfg, peak)
+        if cfg.model.patch_kind == "unet":
+            per_element += (UNET_S_PER_ELEMENT * (cfg.model.patch_size / 2) ** 2
+                            * (CALIBRATION_PEAK / peak) ** PEAK_EXPONENT)
+        return cfg.D * per_element + eval_seconds(cfg, peak)
     nodes, gpus = PAPER_LAYOUT[cfg.size]
     return 6 * backbone_params(get_size(cfg.size)) * cfg.D / (GPU_FLOPS * nodes * gpus)
 
