@@ -24,6 +24,13 @@ error ~1,300x (issue 11), and scored FID on 64 images, inside its own noise floo
 t2i values are withheld, one warning line says how many, and `python -m grid.evaluate RUN_DIR`
 re-scores such a run from its checkpoint. The table's attrs["withheld"] lists those runs.
 
+FID and KID are distances in the features of a network trained on the data where the run was
+evaluated (evals/fid.py; its hash is evals.json's "meta/fid_network", the column fid_network).
+Two machines train two networks (results/ holds runs scored with three), and a FID in one
+network's features is not on another's scale. So within a sweep only the network most of its runs used counts; the
+FID and KID of runs scored with another are withheld, with one warning line, and listed in
+attrs["other_network"].
+
 Older results lack the n_* keys: their n_nonembedding is recovered as flops / (6 * D), which
 is exact for the 6ND accounting the trainer records (model/accounting.py), and marked in the
 column n_source ("recorded" or "from_flops").
@@ -171,6 +178,7 @@ def load_run(run_dir: Path) -> dict:
         raise RunUnreadable("evals.json holds no metric")
     row.update(metrics)
     row["_metrics"] = list(metrics)
+    row["fid_network"] = evals.get("meta/fid_network")
     for section in ("model", "data"):
         for k, v in (cfg.get(section) or {}).items():
             row[f"{section}.{k}"] = v
@@ -227,9 +235,37 @@ def collect(results_dirs: Iterable[Path | str], warn: Callable[[str], None] | No
         warn(f"withheld the text -> image metrics of {len(withheld)} run(s) scored before protocol "
              f"{T2I_PROTOCOL} (faulty sampler, unpowered FID; issue 11): re-score with python -m grid.evaluate RUN_DIR")
     table = pd.DataFrame(rows)
+    other = _withhold_other_networks(table, warn)
     table.attrs["metrics"] = metrics
     table.attrs["withheld"] = withheld
+    table.attrs["other_network"] = other
     return table, skipped
+
+
+NETWORK_METRICS = ("t2i/fid", "t2i/kid")  # prefixes of the values measured in the network's features
+
+
+def _withhold_other_networks(table: pd.DataFrame, warn: Callable[[str], None] | None) -> list[str]:
+    """Within each sweep, blank the FID and KID of runs scored with another feature network than
+    most of its runs (module docstring); returns their sweep/run names."""
+    if table.empty or "t2i/fid" not in table.columns:
+        return []
+    columns = [c for c in table.columns if c.startswith(NETWORK_METRICS)]
+    other = []
+    for sweep, rows in table[table["t2i/fid"].notna()].groupby("sweep"):
+        counts = rows["fid_network"].fillna("not recorded").value_counts()
+        if len(counts) < 2:
+            continue
+        majority = sorted(counts.index, key=lambda n: (-counts[n], n))[0]
+        odd = rows.index[rows["fid_network"].fillna("not recorded") != majority]
+        table.loc[odd, columns] = math.nan
+        names = [f"{sweep}/{r}" for r in table.loc[odd, "run"]]
+        other += names
+        if warn:
+            warn(f"withheld the FID and KID of {len(names)} run(s) of {sweep} scored with another FID network than "
+                 f"its other {counts[majority]} ({majority}): not comparable; rerun them on the others' machine "
+                 f"or re-score with python -m grid.evaluate RUN_DIR there ({', '.join(sorted(names))})")
+    return other
 
 
 def metric_columns(table: pd.DataFrame) -> list[str]:

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import paper
+from analysis.collect import NETWORK_METRICS
 from analysis.fit import FitError, fit_isoflop, fit_trendline
 from analysis.metrics import direction
 from analysis.parity import parity
@@ -159,6 +160,14 @@ class Judge:
             return f"{metric} has no interval and no seed replicates"
         return Ratio(la - lb, math.hypot(sa, sb), note)
 
+    def other_network(self, sweep: str, metric: str) -> str:
+        """A note where analysis/collect.py withheld this metric from some of the sweep's runs
+        because another feature network scored them."""
+        if not metric.startswith(NETWORK_METRICS):
+            return ""
+        n = sum(r.startswith(f"{sweep}/") for r in self.table.attrs.get("other_network", []))
+        return f"; {n} run(s) left out: scored with another FID network" if n else ""
+
     def add(self, finding: str, paper_value: float | None, ours: Ratio | str, paper_above_one: bool,
             basis: str) -> None:
         paper_txt = _fmt(paper_value) if paper_value is not None else "–"
@@ -189,7 +198,8 @@ class Judge:
                 self.add(name, value, p.get("note", "no interval"), False, sweep)
                 continue
             lo, hi = p["interval"]
-            basis = f"{sweep}, {p['n_a']} + {p['n_b']} runs" + (f"; {p['note']}" if p.get("note") else "")
+            basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs" + (f"; {p['note']}" if p.get("note") else "")
+                     + self.other_network(sweep, metric))
             self.rows.append(Finding(name, _fmt(value), f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
                                      _verdict(lo, hi, False), basis, sweep))
 

@@ -20,12 +20,21 @@ of those (the network's tag is its file's hash; the autoencoder and images by th
 recorded settings). The write is atomic and the first writer wins (evals/fid.py publish_once),
 like the network itself. Random latents and codes come from a fixed seed (FLOOR_SEED), not the
 evaluation seed, so one file serves every run.
+
+    python -m evals.floors [--dataset shapes] [--split test] [--n 1000]
+
+prints, per autoencoder kind, these floors and one more, `floor_recon`: the kind's own
+autoencoder decoding the other split's encoded images, the best a model of that family can score
+(its images pass through that decoder), each with its bootstrap interval. Comparing families'
+FID needs it: a family whose codec reconstructs better starts from a lower floor.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,9 +42,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from data.embedded import EmbeddedData
+from data.embedded import AUTOENCODER_KINDS, EmbeddedData
 from evals.distances import fid_kid
-from evals.fid import features, publish_once
+from evals.fid import feature_network, features, publish_once
 
 VERSION = "v1"  # bump when what a floor means changes
 FLOOR_SEED = 0
@@ -101,3 +110,50 @@ def reference_floors(data: EmbeddedData, dataset: str, split: str, real_features
             log(f"[eval] reference floors computed in {time.time() - start:.1f} s -> {path}")
     saved = json.loads(path.read_text())["values"]
     return {f"t2i/{m}_{r}": float(saved[f"t2i/{m}_{r}"]) for m in ("fid", "kid") for r in REFERENCES}
+
+
+@torch.no_grad()
+def reconstruction_floor(data: EmbeddedData, dataset: str, split: str, real_features: torch.Tensor,
+                         network: nn.Module, autoencoder, batch_size: int = 256, bootstrap: int = 200) -> dict:
+    """{"fid", "fid_lo", ...}: the other split's first n images, encoded by the autoencoder when the
+    data was prepared, decoded by it and scored against the reference features [n, F]."""
+    n = real_features.shape[0]
+    encoded = data.encoded(dataset, other_split(split), autoencoder.kind)[:n]
+    images = torch.cat([autoencoder.decode(z.to(autoencoder.device)).cpu() for z in encoded.split(batch_size)])
+    return fid_kid(real_features, features(images, network, batch_size), bootstrap, FLOOR_SEED)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=None, help="default: $TRANSFUSION_DATA_DIR or ./data_cache")
+    ap.add_argument("--dataset", default="shapes")
+    ap.add_argument("--split", default="test", help="the reference split, as evaluation uses it")
+    ap.add_argument("--n", type=int, default=1000, help="images per set (evaluation's t2i_images)")
+    ap.add_argument("--bootstrap", type=int, default=200)
+    args = ap.parse_args(argv)
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    try:
+        data = EmbeddedData(args.data_dir)
+        network, tag = feature_network(data, args.dataset, log=log)
+        real = data.image_set(args.dataset, args.split)["images"]
+        if real.shape[0] < args.n:
+            raise ValueError(f"{args.dataset} {args.split} has {real.shape[0]} images, fewer than --n {args.n}: "
+                             f"lower --n")
+        real_features = features(real[:args.n], network)
+        for kind in AUTOENCODER_KINDS:
+            autoencoder = data.autoencoder(args.dataset, kind)
+            out = {"dataset": args.dataset, "split": args.split, "n": args.n, "kind": kind, "network": tag}
+            out |= reference_floors(data, args.dataset, args.split, real_features, network, tag, autoencoder,
+                                    bootstrap=args.bootstrap, log=log)
+            recon = reconstruction_floor(data, args.dataset, args.split, real_features, network, autoencoder,
+                                         bootstrap=args.bootstrap)
+            out |= {f"t2i/{k[:3]}_floor_recon{k[3:]}": v for k, v in recon.items()}
+            print(json.dumps(out, sort_keys=True))
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

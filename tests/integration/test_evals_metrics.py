@@ -129,6 +129,44 @@ def test_reference_floors_are_written_once_and_reused(data, fid_net, monkeypatch
     assert floors.floors_path(data, "shapes", "test", real_f.shape[0], "vq", tag) != path
 
 
+def test_reconstruction_floor_is_the_codecs_own_and_the_cli_prints_every_floor(data, fid_net, prepared, capsys):
+    """A lossless codec's floor is the real floor and a codec that decodes black is the black
+    reference, to float rounding: the floor scores the other split's images, in order, through
+    the codec's decoder. The CLI prints one record per kind; a bad --n is a one-line error."""
+    net, tag = fid_net
+    real_f = fid_mod.features(data.image_set("shapes", "test")["images"], net)
+    n = real_f.shape[0]
+    other = data.image_set("shapes", floors.other_split("test"))["images"][:n]
+    ae = data.autoencoder("shapes", "kl")
+    refs = floors.reference_floors(data, "shapes", "test", real_f, net, tag, ae, bootstrap=50)
+
+    class Codec:  # decodes the encoded latents of `other`, in order, to `images`
+        kind, device = ae.kind, ae.device
+
+        def __init__(self, images):
+            self.images, self.at = images, 0
+
+        def decode(self, z):
+            self.at += len(z)
+            return self.images[self.at - len(z):self.at]
+
+    lossless = floors.reconstruction_floor(data, "shapes", "test", real_f, net, Codec(other), bootstrap=0)
+    black = floors.reconstruction_floor(data, "shapes", "test", real_f, net, Codec(torch.zeros_like(other)), bootstrap=0)
+    assert lossless["fid"] == pytest.approx(refs["t2i/fid_floor_real"], rel=1e-6)
+    assert black["fid"] == pytest.approx(refs["t2i/fid_ref_black"], rel=1e-6)
+    recon = floors.reconstruction_floor(data, "shapes", "test", real_f, net, ae, bootstrap=50)
+    assert recon["fid_lo"] <= recon["fid"] <= recon["fid_hi"]
+    assert floors.main(["--data-dir", str(prepared[0]), "--n", str(n), "--bootstrap", "20"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["kind"] for r in records] == ["kl", "vq"] and all(r["n"] == n for r in records)
+    for r in records:
+        assert r["t2i/fid_floor_recon_lo"] <= r["t2i/fid_floor_recon"] <= r["t2i/fid_floor_recon_hi"]
+        assert {"t2i/fid_floor_real", "t2i/fid_ref_random", "t2i/fid_ref_black"} <= set(r)
+    assert floors.main(["--data-dir", str(prepared[0]), "--n", str(10 * n)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "lower --n" in err
+
+
 def test_wilson_and_ratio_intervals():
     lo, hi = wilson(0, 32)
     assert lo == 0.0 and hi == pytest.approx(0.1072, abs=1e-3)
