@@ -17,22 +17,22 @@ compute-optimal is ~20), both families at the toy learning rate of grid/toy_lr.p
 scale by `lr-sweep`, one law for both families), and a second seed at the smallest size. At the
 calibration peak on 2 cores (grid/estimates.py, measured on the reruns of issue 16):
 
-    demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~17 min
+    demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~14 min
     toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1: 30 runs,
-                       ~2.7 h (cpu-0.8M is most of it)
-    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~36 min
+                       ~2.6 h (cpu-0.8M is most of it)
+    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~29 min
     lr-sweep           4 sizes x 6 learning rates x 2 families at 20 elements per parameter: 48
-                       runs, ~74 min
-    world-calibration  5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 10 runs, ~47 min
+                       runs, ~69 min
+    world-calibration  5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 10 runs, ~44 min
     ablation-*         cpu-0.11M at 50 elements per parameter (encoder-size: 3 sizes): 7-13 min with
-                       linear patches; patch (four U-Net runs) ~67 min, encoder-size ~37 min
+                       linear patches; patch (four U-Net runs) ~70 min, encoder-size ~35 min
 
 `python grid/launch.py --sweep NAME --dry-run` prints each on this machine. Where a time budget
 (issue 14: demo 15 minutes, toy-paper 3 hours, an ablation 30 minutes) and the regime
 conflicted, the budget gave way: the demo's three sizes at 5-50 elements per parameter, with two
-seeds and 1,000-image FIDs, take ~17 minutes even with the two sizes below cpu-0.11M added for
+seeds and 1,000-image FIDs, take ~14-16 minutes even with the two sizes below cpu-0.11M added for
 it, and a U-Net's fixed work per image puts the U-Net ablations past 30 minutes. A machine of a
-lower peak takes longer (grid/estimates.py: speed grows as the peak to the power 0.58).
+lower peak takes longer (grid/estimates.py: speed grows as the peak to the power 0.63).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def _per_param(spec) -> float:
 
 TOY_SWEEPS = ("demo", "toy-paper")
 # Issue 14's budgets on 2 cores. The demo's 15 minutes gave way to the regime: three sizes at 5-50
-# elements per parameter, two seeds and 1,000-image FIDs need ~17 (grid/sweeps.py's docstring).
+# elements per parameter, two seeds and 1,000-image FIDs need ~14-16 (grid/sweeps.py's docstring).
 # An ablation's 30 minutes gave way to U-Net patches, whose work per image is fixed (issue 16's
 # measured run times): the patch-size ablation has four U-Net runs, the encoder-size one three.
 TIME_BUDGET_MIN = {"demo": 20, "toy-paper": 180, "isoflop": 60, "world-calibration": 60,
