@@ -11,6 +11,8 @@ from analysis.collect import collect
 from analysis.lr import analyse
 from grid import toy_lr as T
 from grid.sweeps import LR_GRID, LR_SWEEP_SIZES
+from model.accounting import backbone_params
+from model.sizes import get_size
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +23,15 @@ def test_the_toy_law_is_the_committed_lr_sweeps_shared_fit():
     assert set(table["optim.lr"].astype(float)) >= set(LR_GRID)
     shared = analyse(table)["shared"]
     assert "none" not in shared, shared
-    assert T.law_from_fit(shared["a"], shared["b"]) == (T.LR_AT_REF, T.EXPONENT)
+    # The law's constants are the fit's, rounded to two figures, as first run (AMD machine: -0.166).
+    # The issue-16 rerun on another CPU moved the runs at lr 1e-2..3e-2 by up to 0.08 nats (float
+    # rounding grows at the highest rates) and the exponent to -0.160: the law must stay within
+    # that rounding, not be refitted, or every toy run id would change.
+    lr_ref, exponent = T.law_from_fit(shared["a"], shared["b"])
+    assert lr_ref == T.LR_AT_REF and abs(shared["b"] - T.EXPONENT) <= 0.01, (shared, T.EXPONENT)
+    for size in LR_SWEEP_SIZES:
+        n = backbone_params(get_size(size))
+        assert T.toy_lr("transfusion", size) == pytest.approx(shared["a"] * n ** shared["b"], rel=0.05), size
 
 
 def test_toy_lr_follows_the_law_and_names_bad_families():
