@@ -32,7 +32,7 @@ calibration peak on 2 cores (grid/estimates.py, measured on the reruns of issue 
 conflicted, the budget gave way: the demo's three sizes at 5-50 elements per parameter, with two
 seeds and 1,000-image FIDs, take ~14-16 minutes even with the two sizes below cpu-0.11M added for
 it, and a U-Net's fixed work per image puts the U-Net ablations past 30 minutes. A machine of a
-lower peak takes longer (grid/estimates.py: speed grows as the peak to the power 0.63).
+lower peak takes longer (grid/estimates.py: speed grows as the peak to the power ~0.8).
 """
 
 from __future__ import annotations
