@@ -253,11 +253,12 @@ def _withhold_other_networks(table: pd.DataFrame, warn: Callable[[str], None] | 
     columns = [c for c in table.columns if c.startswith(NETWORK_METRICS)]
     other = []
     for sweep, rows in table[table["t2i/fid"].notna()].groupby("sweep"):
-        counts = rows["fid_network"].fillna("not recorded").value_counts()
+        networks = rows["fid_network"].fillna("not recorded")
+        counts = networks.value_counts()
         if len(counts) < 2:
             continue
         majority = sorted(counts.index, key=lambda n: (-counts[n], n))[0]
-        odd = rows.index[rows["fid_network"].fillna("not recorded") != majority]
+        odd = rows.index[networks != majority]
         table.loc[odd, columns] = math.nan
         names = [f"{sweep}/{r}" for r in table.loc[odd, "run"]]
         other += names
