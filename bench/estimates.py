@@ -5,7 +5,8 @@
 Reads every finished CPU run under the given results dirs whose status.json records its machine
 (grid/provenance.py). A run's measurement is its training elements/s (metrics.jsonl's last
 `elements` / `seconds`) and its evaluation seconds (status.json's wall time less the training
-seconds). --unrecorded-peak also counts runs written before machines were recorded, as run on a
+seconds). A failed run measured its training speed until it failed, so it counts for speed alone
+(the one U-Net run at patch 8 failed: its speed is the only one at that patch size). --unrecorded-peak also counts runs written before machines were recorded, as run on a
 machine of that one-thread peak (results/README.md names it).
 
 Prints one JSON object per (family, size, patch kind) group: the runs, the measured medians and
@@ -16,9 +17,11 @@ runs, and what the constants in grid/estimates.py would be from these runs:
 - `speed`: median elements/s of linear-patch runs, carried to CALIBRATION_PEAK;
 - `peak_exponent`: how speed grows with the peak, ln(speed ratio) / ln(peak ratio), the median
   over groups measured on two machines;
-- `unet_s_per_element`: what U-Net patches add per element at patch size 2 (their runs' 1/speed
-  less the linear runs' at the same size and peak; per element it grows with the patch area,
-  as the U-Net's work per image is fixed and an image has (latent / patch)^2 elements);
+- `unet_s_per_element`: what U-Net patches add per element, by patch size (their runs' 1/speed
+  less the linear runs' at the same size and peak). It is measured at each patch size rather
+  than modelled: half the elements are text, and the U-Net's work per image changes with the
+  patch, so it grows neither with the patch area nor with the images per element (measured:
+  0.23 : 1 : 2.8 : 3.8 at patch 1 : 2 : 4 : 8);
 - `eval_s`: median evaluation seconds per size with linear patches, `unet_eval_s` what U-Net
   patches add to it, `text_eval_s` a run whose only benchmark is text.
 
@@ -51,15 +54,16 @@ def measured_runs(results: list[Path], unrecorded_peak: float | None) -> list[di
             status = read_status(run_dir) or {}
             peak = (status.get("machine") or {}).get("peak_flops_1thread") or unrecorded_peak
             last = last_metrics(run_dir)
-            if status.get("state") != "done" or not peak or not last or not last.get("seconds"):
+            done = status.get("state") == "done"
+            if not (done or status.get("state") == "failed") or not peak or not last or not last.get("seconds"):
                 continue
             cfg = resolved(from_yaml((run_dir / "config.yaml").read_text()))
             if cfg.size not in CPU_SIZES:
                 continue
-            wall = status["finished"] - status["started"]
-            out.append({"cfg": cfg, "peak": peak, "recorded": bool(status.get("machine")),
+            wall = status["finished"] - status["started"] if done else None
+            out.append({"cfg": cfg, "peak": peak, "recorded": bool(status.get("machine")), "done": done,
                         "speed": last["elements"] / last["seconds"], "train_s": last["seconds"],
-                        "eval_s": max(0.0, wall - last["seconds"]), "wall_s": wall})
+                        "eval_s": max(0.0, wall - last["seconds"]) if done else None, "wall_s": wall})
     return out
 
 
@@ -96,17 +100,18 @@ def calibration(runs: list[dict], exponent: float) -> dict:
         if cfg.model.patch_kind == "linear":
             speed[(cfg.family, cfg.size)].append(r["speed"] * scale(r))
             linear[(cfg.family, cfg.size, r["peak"])].append(r["speed"])
-            (evals[cfg.size] if set(cfg.eval.benchmarks) - {"text"} else text).append(r["eval_s"] / scale(r))
-    unet, unet_eval = [], []
+            if r["done"]:
+                (evals[cfg.size] if set(cfg.eval.benchmarks) - {"text"} else text).append(r["eval_s"] / scale(r))
+    unet, unet_eval = defaultdict(list), []
     for r in runs:
         cfg = r["cfg"]
         base = _median(linear.get((cfg.family, cfg.size, r["peak"]), []))
         if cfg.model.patch_kind == "unet" and base:
-            unet.append((1 / r["speed"] - 1 / base) / scale(r) * (2 / cfg.model.patch_size) ** 2)
-            if cfg.size in evals:
+            unet[cfg.model.patch_size].append((1 / r["speed"] - 1 / base) / scale(r))
+            if r["done"] and cfg.size in evals:
                 unet_eval.append(r["eval_s"] / scale(r) - _median(evals[cfg.size]))
     return {"speed": {f"{f} {s}": round(_median(v)) for (f, s), v in sorted(speed.items())},
-            "unet_s_per_element": _median(unet) and float(f"{_median(unet):.3g}"),
+            "unet_s_per_element": {p: float(f"{_median(v):.3g}") for p, v in sorted(unet.items())},
             "eval_s": {s: round(_median(v), 1) for s, v in sorted(evals.items())},
             "unet_eval_s": _median(unet_eval) and round(_median(unet_eval), 1),
             "text_eval_s": _median(text) and round(_median(text), 1)}
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unrecorded-peak", type=float, default=None,
                     help="count runs without a recorded machine as run at this one-thread peak (FLOP/s)")
     args = ap.parse_args(argv)
-    runs = measured_runs(args.results, args.unrecorded_peak)
+    measured = measured_runs(args.results, args.unrecorded_peak)
+    runs = [r for r in measured if r["done"]]
     if not runs:
         print(f"error: no finished CPU run with a recorded machine under {', '.join(map(str, args.results))}: "
               "pass the results dirs that hold them, or --unrecorded-peak for older runs", file=sys.stderr)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"runs": len(runs), "estimate_over_measured": round(_median(r["ratio"] for r in runs), 2),
                       "peak_exponent": exponent and round(exponent, 2),
                       "calibration_peak": CALIBRATION_PEAK,
-                      **calibration(runs, exponent if exponent is not None else PEAK_EXPONENT)}))
+                      **calibration(measured, exponent if exponent is not None else PEAK_EXPONENT)}))
     return 0
 
 

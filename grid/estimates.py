@@ -15,8 +15,10 @@ Every constant is what `python -m bench.estimates results --unrecorded-peak 8.5e
 the finished runs of issue 16 (two single-threaded runs sharing 2 cores, as the local launcher
 runs them; bench/RESULTS.md has its output). Evaluation adds EVAL_SECONDS, U-Net patches add
 UNET_S_PER_ELEMENT and UNET_EVAL_SECONDS, all at CALIBRATION_PEAK and scaled the same way. The
-local launcher runs one process per core, so a sweep's wall time is the sum over its runs
-divided by the cores; tests/unit/test_sweeps.py holds every CPU sweep to its budget.
+local launcher runs one process per core, starting the longest run first on the first core to
+come free, so a sweep's wall time is that schedule's makespan: at least its longest run, not just
+the sum over its runs divided by the cores; tests/unit/test_sweeps.py holds every CPU sweep to its
+budget.
 
 Paper sizes take their time from 6ND at an assumed GPU_FLOPS per GPU; SLURM jobs are capped at
 MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
@@ -24,6 +26,7 @@ MAX_JOB_MIN and rely on checkpointed requeue for longer runs.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 
@@ -44,10 +47,11 @@ CPU_SPEED = {
     "chameleon": {"cpu-0.027M": 21447, "cpu-0.056M": 15786, "cpu-0.11M": 15223, "cpu-0.33M": 11466,
                   "cpu-0.8M": 7588, "cpu-2.7M": 3099, "cpu-6.4M": 1550},
 }
-# U-Net patches: seconds per element on top of the linear model's, at patch size 2. The U-Net's
-# work per image is fixed and an image has (latent / patch)^2 elements, so per element it grows
-# with the patch area.
-UNET_S_PER_ELEMENT = 5.78e-5
+# U-Net patches: seconds per element on top of the linear model's, by patch size, as measured
+# (bench/estimates.py says why no simple law carries one patch size to another). Until issue 16
+# this was the patch-2 value times the patch area, which promised 87 min for the patch-8 run
+# that trains at 22.
+UNET_S_PER_ELEMENT = {1: 6.83e-6, 2: 6.87e-5, 4: 1.49e-4, 8: 2.04e-4}
 # Evaluation seconds per run (start-up, held-out losses, the default benchmarks), by size; smaller
 # sizes cost what the smallest measured one does (the autoencoder, the checker and the sampler
 # loop do not shrink), larger ones grow with N^0.5. U-Net patches add UNET_EVAL_SECONDS (the
@@ -109,8 +113,8 @@ def estimated_seconds(cfg: RunConfig, peak: float | None = None) -> float:
         peak = peak or cpu_peak()
         per_element = 1 / _cpu_rate(cfg, peak)
         if cfg.model.patch_kind == "unet":
-            per_element += (UNET_S_PER_ELEMENT * (cfg.model.patch_size / 2) ** 2
-                            * (CALIBRATION_PEAK / peak) ** PEAK_EXPONENT)
+            nearest = min(UNET_S_PER_ELEMENT, key=lambda p: abs(math.log(p / cfg.model.patch_size)))
+            per_element += UNET_S_PER_ELEMENT[nearest] * (CALIBRATION_PEAK / peak) ** PEAK_EXPONENT
         return cfg.D * per_element + eval_seconds(cfg, peak)
     nodes, gpus = PAPER_LAYOUT[cfg.size]
     return 6 * backbone_params(get_size(cfg.size)) * cfg.D / (GPU_FLOPS * nodes * gpus)
@@ -118,8 +122,11 @@ def estimated_seconds(cfg: RunConfig, peak: float | None = None) -> float:
 
 def sweep_wall_seconds(specs: list, cores: int, peak: float | None = None) -> float:
     """A CPU sweep's wall time (specs: grid/sweeps.RunSpec) with the local launcher's one
-    single-threaded process per core."""
-    return sum(estimated_seconds(s.cfg, peak) for s in specs) / cores
+    single-threaded process per core: longest first, each on the first core free."""
+    free = [0.0] * max(1, cores)
+    for seconds in sorted((estimated_seconds(s.cfg, peak) for s in specs), reverse=True):
+        heapq.heappush(free, heapq.heappop(free) + seconds)
+    return max(free)
 
 
 def resources_for(cfg: RunConfig) -> Resources:

@@ -11,7 +11,7 @@ checkpoint, a failed one is rerun only with --retry-failed, and a run another la
 running right now (its lock is held by a live process) is left alone. The sweep is built once;
 each run to do gets its resolved config.yaml in results/<sweep>/<run_id>/ (the run directory is
 the message every worker reads, grid/train.py). `local` runs each run as its own
-`python grid/train.py RUN_DIR` process, up to --max-parallel at once,
+`python grid/train.py RUN_DIR` process, up to --max-parallel at once, longest first,
 with a progress line; `debug` runs them one by one in this process; `slurm` submits them
 through submitit (grid/slurm.py: per-size resources, which the SLURM flags or a YAML file of
 the same keys override; one job array per resource shape; preempted or timed-out jobs requeue
@@ -115,15 +115,22 @@ def _progress(states: dict[str, str], start: float, total: int, share: float | N
             f"ETA {eta}")
 
 
+def start_order(todo: list[str], work: dict[str, tuple[float, float]]) -> list[str]:
+    """Longest estimated run first (work[rid] = (D, estimated seconds)), ties in sweep order: a
+    long run started last keeps one core busy after the rest are done (grid/estimates.py's
+    sweep_wall_seconds assumes this order)."""
+    return sorted(todo, key=lambda rid: -work.get(rid, (0.0, 0.0))[1])
+
+
 def run_local(sweep: str, todo: list[str], args, work: dict[str, tuple[float, float]] | None = None) -> dict[str, str]:
     """Each run in its own process, at most max_parallel at once. SIGTERM, SIGHUP (a closed
     terminal) or Ctrl-C stop the launch: the children get SIGTERM, checkpoint and exit (they
     resume on the next launch), and this waits for them, so none is left orphaned. A run that
     another launch holds is waited for, so the summary reports what became of it. Returns, for
     the children that died before recording a state, why (exit status and last log line)."""
-    pending, running, states = list(todo), {}, {rid: "pending" for rid in todo}
-    start, shown, last_print, line_at, line = time.time(), None, 0.0, 0.0, ""
     work = work or {}
+    pending, running, states = start_order(todo, work), {}, {rid: "pending" for rid in todo}
+    start, shown, last_print, line_at, line = time.time(), None, 0.0, 0.0, ""
     share0 = _work_done({rid: "running" for rid in work}, work, args.results_dir / sweep)  # resumed runs' part
     # Share the cores: K processes with torch's default thread count each would oversubscribe
     # the machine (measured here: 2 runs x 2 threads on 2 cores ran 3-7x slower than 1 thread each).

@@ -15,17 +15,18 @@ Run times and resources come from grid/estimates.py. The toy sweeps (issue 14) t
 size on 5, 16 and 50 elements per non-embedding parameter (TOY_ELEMENTS_PER_PARAM;
 compute-optimal is ~20), both families at the toy learning rate of grid/toy_lr.py (tuned at toy
 scale by `lr-sweep`, one law for both families), and a second seed at the smallest size. At the
-calibration peak on 2 cores (grid/estimates.py, measured on the reruns of issue 16):
+calibration peak on 2 cores, longest run first (grid/estimates.py, measured on the reruns of
+issue 16):
 
     demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~14 min
     toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1: 30 runs,
                        ~2.6 h (cpu-0.8M is most of it)
-    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~29 min
+    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~30 min
     lr-sweep           4 sizes x 6 learning rates x 2 families at 20 elements per parameter: 48
-                       runs, ~69 min
+                       runs, ~68 min
     world-calibration  5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 10 runs, ~44 min
-    ablation-*         cpu-0.11M at 50 elements per parameter (encoder-size: 3 sizes): 7-13 min with
-                       linear patches; patch (four U-Net runs) ~70 min, encoder-size ~35 min
+    ablation-*         cpu-0.11M at 50 elements per parameter (encoder-size: 3 sizes): 7-14 min with
+                       linear patches; patch (four U-Net runs) ~35 min, encoder-size ~37 min
 
 `python grid/launch.py --sweep NAME --dry-run` prints each on this machine. Where a time budget
 (issue 14: demo 15 minutes, toy-paper 3 hours, an ablation 30 minutes) and the regime
@@ -226,7 +227,7 @@ def _per_param_grid(base: RunConfig, sizes: tuple[str, ...], ratios: tuple[int, 
 @register("demo")
 def demo() -> list[RunSpec]:
     """3 sizes (cpu-0.027M .. cpu-0.11M) x 5/16/50 elements per parameter x 2 families, and a
-    second seed at cpu-0.027M: 24 runs, ~13 minutes on 2 cores (see the module docstring)."""
+    second seed at cpu-0.027M: 24 runs, ~15 minutes on 2 cores (see the module docstring)."""
     return _per_param_grid(_cpu_base(), ("cpu-0.027M", "cpu-0.056M", "cpu-0.11M"))
 
 
@@ -248,7 +249,7 @@ ISOFLOP_SIZES = ("cpu-0.027M", "cpu-0.056M", "cpu-0.11M", "cpu-0.33M")
 @register("isoflop")
 def isoflop() -> list[RunSpec]:
     """4 budgets x 4 sizes x 2 families at D = C / 6N, held-out losses and text benchmarks
-    only, the toy learning rates: N*(C) fitted on our own runs (analysis). ~40 minutes on 2 cores."""
+    only, the toy learning rates: N*(C) fitted on our own runs (analysis). ~30 minutes on 2 cores."""
     base = replace(_cpu_base(), eval=EvalConfig(benchmarks=("text",)))
     return [_spec(_toy_lr(replace(base, family=f, size=s, D=round(c / (6 * backbone_params(get_size(s)))))))
             for c in ISOFLOP_BUDGETS for s in ISOFLOP_SIZES for f in FAMILIES]
@@ -293,7 +294,7 @@ CALIBRATION_WORLDS = (("all", 0.5, "shapes"), ("first", 0.5, "shapes"), ("descri
 
 @register("world-calibration")
 def world_calibration() -> list[RunSpec]:
-    """5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: ~50 minutes on 2 cores."""
+    """5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: ~44 minutes on 2 cores."""
     base = _cpu_base()
     d = LR_SWEEP_ELEMENTS_PER_PARAM * backbone_params(get_size(CALIBRATION_SIZE))
     return [_spec(replace(base, family=f, size=CALIBRATION_SIZE, D=d, optim=replace(base.optim, lr=CALIBRATION_LR),
