@@ -18,7 +18,7 @@ scale by `lr-sweep`, one law for both families), and a second seed at the smalle
 calibration peak on 2 cores, longest run first (grid/estimates.py, measured on the reruns of
 issue 16):
 
-    demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~14 min
+    demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~15 min
     toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1: 30 runs,
                        ~2.6 h (cpu-0.8M is most of it)
     isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~30 min
