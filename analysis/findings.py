@@ -18,7 +18,8 @@ accuracies) and the seed noise of one run (analysis/seeds.py, pooled over the sc
 seed replicates): a difference that one seed could make is not a finding. A ratio of two such
 ratios (does the gap narrow?) adds the four runs' variances. Parity ratios come from
 analysis/parity.py with its bootstrap (the trendline's runs resampled, the target redrawn with
-the seed noise). The paper's values are analysis/paper.py's; our toy models are 10^3-10^4 times
+the seed noise of the parity sweep's own seed replicates, as the sweep's own report draws it; the
+pool only where that sweep has none). The paper's values are analysis/paper.py's; our toy models are 10^3-10^4 times
 smaller, so only the side of 1 is compared, never the size.
 """
 
@@ -129,6 +130,12 @@ class Judge:
         counts = scaling["sweep"].value_counts() if not scaling.empty else pd.Series(dtype=int)
         self.scaling = PARITY_SWEEP if PARITY_SWEEP in counts or counts.empty else str(counts.index[0])
         self._sigma = {m: seed_sigma(scaling, m) for m in set(paper.FIGURE5) | {"caption/correct"}}
+        # parity compares runs of one sweep, so its seed noise is that sweep's (the same number its
+        # report shows); the smaller demo's near-chance captions would otherwise widen toy-paper's
+        own = scaling[scaling["sweep"] == self.scaling] if not scaling.empty else scaling
+        self._parity_sigma = {m: seed_sigma(own, m) for m in paper.PARITY}
+        self._parity_sigma = {m: v if math.isfinite(v) else self._sigma.get(m, math.nan)
+                              for m, v in self._parity_sigma.items()}
 
     def sweep(self, name: str) -> pd.DataFrame:
         return self.table[self.table["sweep"] == name] if not self.table.empty else self.table
@@ -190,7 +197,7 @@ class Judge:
                 continue
             try:
                 p = parity(g, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0],
-                           self.k, seed_sigma=self._sigma.get(metric, 0.0))
+                           self.k, seed_sigma=self._parity_sigma.get(metric, 0.0))
             except FitError as exc:
                 self.add(name, value, str(exc), False, sweep)
                 continue
@@ -198,7 +205,10 @@ class Judge:
                 self.add(name, value, p.get("note", "no interval"), False, sweep)
                 continue
             lo, hi = p["interval"]
-            basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs" + (f"; {p['note']}" if p.get("note") else "")
+            sigma = self._parity_sigma.get(metric, math.nan)
+            basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
+                     + (f"; seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
+                     + (f"; {p['note']}" if p.get("note") else "")
                      + self.other_network(sweep, metric))
             self.rows.append(Finding(name, _fmt(value), f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
                                      _verdict(lo, hi, False), basis, sweep))
