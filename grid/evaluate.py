@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-dir", type=Path, default=None, help="default: the one status.json records")
     ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (cuda when available)")
     ap.add_argument("overrides", nargs="*", help="EvalConfig key=value, e.g. t2i_images=1000")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # options may sit between RUN_DIR and key=value, as the usage line shows
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         # Overrides first: a typo fails before minutes of loading.

@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="YAML run config (defaults otherwise), run as results/adhoc/<id>")
     ap.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--checkpoint-dir", type=Path, default=DEFAULT_CHECKPOINTS)
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # options may sit among the key=value overrides
     overrides = [a for a in args.args if "=" in a]
     run_dirs = [Path(a) for a in args.args if "=" not in a]
     if args.results_dir.exists() and not args.results_dir.is_dir():

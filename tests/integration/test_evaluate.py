@@ -38,6 +38,8 @@ def test_evaluates_a_trained_run_and_merges_into_its_evals_json(prepared, tmp_pa
     (["{missing}", "t2i_imgs=5"], "unknown eval key 't2i_imgs'"),
     (["{missing}", "t2i_images=many"], "t2i_images: expected int"),
     (["{missing}", "benchmarks=text,bleu"], "unknown benchmark"),
+    # an option between RUN_DIR and the overrides, as the usage line writes it, still parses
+    (["{missing}", "--device", "cpu", "t2i_imgs=5"], "unknown eval key 't2i_imgs'"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, capsys, args, message):
     rc = main([a.format(missing=tmp_path / "nope") for a in args])

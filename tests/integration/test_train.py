@@ -95,7 +95,9 @@ def test_cli_errors_are_one_line(tmp_path):
     a_file = tmp_path / "f"
     a_file.write_text("x")
     for args, message in ((["--results-dir", str(a_file)], "is a file"), (["size=nope"], "size"),
-                          (["optim.lrr=1"], "unknown config key")):
+                          (["optim.lrr=1"], "unknown config key"),
+                          # an option among the overrides still parses: the error is the override's
+                          (["size=cpu-0.027M", "--results-dir", str(tmp_path), "optim.lrr=1"], "unknown config key")):
         out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), *args], capture_output=True, text=True)
         assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
