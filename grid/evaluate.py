@@ -7,7 +7,8 @@ key=value set EvalConfig fields (evals/harness.py) through the run config's mech
 lm_eval_tasks=hellaswag,piqa cond_timesteps=100,500`; tuples are comma-separated. A grid/
 command, not an evals/ one, because it reads a run directory and its checkpoints: evals/ knows
 metrics, not launchers.
-text_context defaults to the run's seq_len. The run's model is loaded from its latest complete
+Every setting not given is the run's own (its config.yaml's eval section, as the trainer used it;
+text_context is the run's seq_len). The run's model is loaded from its latest complete
 checkpoint (the directory status.json records, unless --checkpoint-dir is given). Existing keys
 of evals.json (the trainer's held-out losses, accounting) are kept; benchmark keys are
 replaced; a missing or corrupt evals.json is rebuilt whole (held-out losses recomputed). The
@@ -35,6 +36,12 @@ def apply_overrides(cfg: EvalConfig, overrides: list[str]) -> EvalConfig:
     """cfg with `key=value` strings applied; ConfigError (one line) for a malformed item, an
     unknown key or a bad value."""
     return apply_dotlist(cfg, overrides, what="eval")
+
+
+def run_eval_config(run_cfg, overrides: list[str]) -> EvalConfig:
+    """The eval settings the trainer used for this run (grid/train.py: its config's eval, the
+    perplexity window its seq_len), with `key=value` overrides on top."""
+    return apply_overrides(dataclasses.replace(run_cfg.eval, text_context=run_cfg.seq_len), overrides)
 
 
 def previous_evals(run_dir: Path) -> dict | None:
@@ -70,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
         # Overrides first: a typo fails before minutes of loading.
-        overrides = apply_overrides(EvalConfig(), args.overrides)
+        apply_overrides(EvalConfig(), args.overrides)
         from grid.trained import load_trained  # the one entry point that reads a run directory
 
         trained = load_trained(args.run_dir, args.checkpoint_dir, device)
@@ -80,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
             previous = final_losses(trained.model, trained.family, trained.cfg, trained.data,
                                     torch.device(device), trained.step, trained.elements)
-        explicit = {item.partition("=")[0].strip() for item in args.overrides}
-        cfg = overrides if "text_context" in explicit else \
-            dataclasses.replace(overrides, text_context=trained.cfg.seq_len)
+        cfg = run_eval_config(trained.cfg, args.overrides)
         results = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset, cfg,
                            captions=trained.cfg.data.captions)
         results["meta/eval_step"] = trained.step

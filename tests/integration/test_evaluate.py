@@ -16,7 +16,7 @@ from grid.train import train
 def test_evaluates_a_trained_run_and_merges_into_its_evals_json(prepared, tmp_path, capsys):
     root, _ = prepared
     cfg = load_config(None, ["family=chameleon", "size=cpu-0.11M", "D=2000", "seq_len=96", "batch_rows=2",
-                             f"data.data_dir={root}", "eval.benchmarks=geneval"])
+                             f"data.data_dir={root}", "eval.benchmarks=geneval", "eval.cond_images=7"])
     run_dir = train(cfg, tmp_path / "results", tmp_path / "ckpt")
     before = json.loads((run_dir / "evals.json").read_text())
     capsys.readouterr()
@@ -28,7 +28,8 @@ def test_evaluates_a_trained_run_and_merges_into_its_evals_json(prepared, tmp_pa
     assert {k: after[k] for k in kept} == kept  # the trainer's keys survive (held-out losses, geneval)
     assert any(k.startswith("t2i/geneval") for k in kept)
     assert "caption/cider" in after and after["meta/eval_step"] == before["step"]
-    assert json.loads(after["meta/eval_config"])["text_context"] == 96  # the run's seq_len
+    used = json.loads(after["meta/eval_config"])
+    assert used["text_context"] == 96 and used["cond_images"] == 7  # the run's seq_len and its own eval settings
     printed = json.loads(capsys.readouterr().out)
     assert printed["text_wiki/ppl"] == after["text_wiki/ppl"]
 
