@@ -37,6 +37,7 @@ import pandas as pd
 from analysis import paper
 from analysis.collect import NETWORK_METRICS
 from analysis.fit import FitError, fit_isoflop, fit_trendline
+from analysis.guidance import GUIDANCE_FILE, at_scale, read_rows
 from analysis.metrics import direction
 from analysis.parity import parity
 from analysis.seeds import seed_sigma
@@ -192,26 +193,45 @@ class Judge:
         g, sweep = self.sweep(self.scaling), self.scaling
         for metric, value in paper.PARITY.items():
             name = f"parity FLOP ratio, {paper.FIGURE5[metric]} (below 1: Transfusion needs less compute)"
-            if g.empty or metric not in g:
-                self.add(name, value, f"no runs of {sweep} with {metric}", False, sweep)
-                continue
-            try:
-                p = parity(g, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0],
-                           self.k, seed_sigma=self._parity_sigma.get(metric, 0.0))
-            except FitError as exc:
-                self.add(name, value, str(exc), False, sweep)
-                continue
-            if not math.isfinite(p["ratio"]) or "interval" not in p:
-                self.add(name, value, p.get("note", "no interval"), False, sweep)
-                continue
-            lo, hi = p["interval"]
-            sigma = self._parity_sigma.get(metric, math.nan)
-            basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
-                     + (f"; seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
-                     + (f"; {p['note']}" if p.get("note") else "")
-                     + self.other_network(sweep, metric))
-            self.rows.append(Finding(name, _fmt(value), f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
-                                     _verdict(lo, hi, False), basis, sweep))
+            self.parity_row(name, _fmt(value), g, sweep, metric, self._parity_sigma.get(metric, math.nan))
+
+    def guidance_parity(self) -> None:
+        """FID parity at the other guidance scales grid.guidance measured on the parity sweep (its
+        guidance.json, where one was committed): the paper fixes one scale, and at toy scale the
+        answer moves with it (analysis/guidance.py prints the whole table)."""
+        g, sweep, metric = self.sweep(self.scaling), self.scaling, "t2i/fid"
+        path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if not g.empty and "path" in g else None
+        if path is None or not path.exists():
+            return
+        rows = read_rows([path])
+        for scale in sorted({r["cfg_scale"] for r in rows}):
+            t = at_scale(g, rows, scale)
+            name = (f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} (the paper's protocol, "
+                    f"and evals.json, use 5; {sweep}/{GUIDANCE_FILE})")
+            self.parity_row(name, "–", t, sweep, metric, seed_sigma(t, metric))
+
+    def parity_row(self, name: str, paper_txt: str, g: pd.DataFrame, sweep: str, metric: str, sigma: float) -> None:
+        """One parity ratio of `metric` over the runs g of `sweep`, its target redrawn with seed sd sigma."""
+        if g.empty or metric not in g:
+            self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
+                                     f"{sweep}; not measured: no runs of {sweep} with {metric}", sweep))
+            return
+        try:
+            p = parity(g, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0],
+                       self.k, seed_sigma=sigma if math.isfinite(sigma) else 0.0)
+        except FitError as exc:
+            p = {"ratio": math.nan, "note": str(exc)}
+        if not math.isfinite(p["ratio"]) or "interval" not in p:
+            self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
+                                     f"{sweep}; not measured: {p.get('note', 'no interval')}", sweep))
+            return
+        lo, hi = p["interval"]
+        basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
+                 + (f"; seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
+                 + (f"; {p['note']}" if p.get("note") else "")
+                 + self.other_network(sweep, metric))
+        self.rows.append(Finding(name, paper_txt, f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
+                                 _verdict(lo, hi, False), basis, sweep))
 
     def attention(self) -> None:
         s, fid = "ablation-attention", "t2i/fid"
@@ -336,7 +356,7 @@ def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = Fal
     table's attrs["left_out"] names the sweeps of the others. `skipped` (analysis.collect's) names
     the runs that did not finish where a finding misses them (a diverged run, say)."""
     j = Judge(table, bootstrap_k, tuple(skipped))
-    for step in (j.parity_ratios, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
+    for step in (j.parity_ratios, j.guidance_parity, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
         step()
     given = set(table["sweep"]) if not table.empty else set()
     rows = [r for r in j.rows if r.sweep in given or not given_only]

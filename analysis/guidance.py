@@ -31,6 +31,7 @@ from analysis.tables import to_markdown
 from evals.config import EvalConfig
 
 METRICS = ("t2i/fid", "t2i/geneval_overall")
+GUIDANCE_FILE = "guidance.json"  # grid.guidance's rows for a sweep, committed beside its runs
 
 
 def read_rows(paths: list[Path]) -> list[dict]:
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200, help="resamples for the parity intervals")
     args = ap.parse_args(argv)
     try:
-        rows = read_rows(args.guidance or [args.sweep / "guidance.json"])
+        rows = read_rows(args.guidance or [args.sweep / GUIDANCE_FILE])
         table, _ = collect([args.sweep])
         if table.empty:
             raise ValueError(f"{args.sweep}: no finished runs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -135,3 +136,26 @@ def test_a_run_that_did_not_finish_is_named_where_it_is_missing():
     gone = Skipped("ablation-attention/transfusion-x", "/r", "state is 'failed': FloatingPointError: loss is nan")
     row = _row(findings(t, bootstrap_k=0, skipped=[gone]), "with U-Net patches")
     assert "unfinished: transfusion-x: state is 'failed': FloatingPointError: loss is nan" in row["runs and notes"]
+
+
+def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path):
+    """Where grid.guidance's rows sit beside the parity sweep's runs, each scale gets its own FID
+    parity row; at scale 1 here Transfusion needs twice Chameleon's compute: not reproduced."""
+    sweep = tmp_path / "toy-paper"
+    runs, rows = [], []
+    for fam, shift_own, shift_low in (("transfusion", 2.0, 0.5), ("chameleon", 1.0, 1.0)):
+        for c in np.geomspace(1e11, 1e13, 8):
+            name = f"{fam}-{c:.0e}"
+            fid = lambda shift: 100 * (c * shift / 1e11) ** -0.3  # noqa: E731
+            runs.append({"sweep": "toy-paper", "family": fam, "size": name, "seed": 0, "D": c / 6e5,
+                         "D_budget": c / 6e5, "n_nonembedding": 1e5, "flops": c, "run": name,
+                         "path": str(sweep / name), "t2i/fid": fid(shift_own)})
+            rows.append({"run": f"results/toy-paper/{name}", "cfg_scale": 1.0, "t2i/fid": fid(shift_low)})
+    table = pd.DataFrame(runs)
+    assert not findings(table, bootstrap_k=50)["finding"].str.contains("at guidance").any()  # none measured
+    sweep.mkdir()
+    (sweep / "guidance.json").write_text(json.dumps({"rows": rows}))
+    f = findings(table, bootstrap_k=50)
+    assert _row(f, "parity FLOP ratio, image generation FID (below 1")["verdict"] == "reproduced"
+    low = _row(f, "parity FLOP ratio, image generation FID, at guidance 1 ")
+    assert float(low["ours [95%]"].split(" ")[0]) == pytest.approx(2.0, rel=0.1) and low["verdict"] == "not reproduced"
