@@ -10,7 +10,8 @@ shows what that choice costs each run: for every run and scale, the "fid" and "g
 benchmarks (evals/harness.py) with their intervals and references, every other setting the
 run's own (its config.yaml's eval; key=value overrides as grid.evaluate takes them, e.g.
 t2i_images=200). It writes nothing into the run directories; one JSON object goes to stdout
-(and --out), a line per run and scale to stderr as each finishes.
+(and --out) with the code version and machine that wrote it, a line per run and scale to
+stderr as each finishes.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps({"scales": scales, "overrides": overrides, "rows": rows}, indent=1, sort_keys=True)
+    from grid.provenance import code_version, machine  # what wrote these rows, as status.json records a run's
+
+    text = json.dumps({"scales": scales, "overrides": overrides, "code": code_version(), "machine": machine(args.device),
+                       "rows": rows}, indent=1, sort_keys=True)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -30,6 +30,7 @@ def test_each_scale_is_scored_and_the_run_is_untouched(prepared, tmp_path, capsy
     assert main([str(run_dir), "--scales", "1,4", "progress=false", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(out.read_text())
+    assert printed["code"]["commit"] and printed["machine"]["cores"] >= 1  # provenance, as status.json has it
     rows = printed["rows"]
     assert [r["cfg_scale"] for r in rows] == [1.0, 4.0] and {r["family"] for r in rows} == {"transfusion"}
     for r in rows:
