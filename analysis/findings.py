@@ -37,7 +37,7 @@ import pandas as pd
 from analysis import paper
 from analysis.collect import NETWORK_METRICS
 from analysis.fit import FitError, fit_isoflop, fit_trendline
-from analysis.guidance import GUIDANCE_FILE, at_scale, read_rows
+from analysis.guidance import GUIDANCE_FILE, at_scale, own_scales, read_rows
 from analysis.metrics import direction
 from analysis.parity import parity
 from analysis.seeds import seed_sigma
@@ -203,11 +203,11 @@ class Judge:
         path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if not g.empty and "path" in g else None
         if path is None or not path.exists():
             return
-        rows = read_rows([path])
+        rows, own = read_rows([path]), ", ".join(f"{s:g}" for s in own_scales(g))
         for scale in sorted({r["cfg_scale"] for r in rows}):
             t = at_scale(g, rows, scale)
             name = (f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} (the paper's protocol, "
-                    f"and evals.json, use 5; {sweep}/{GUIDANCE_FILE})")
+                    f"and evals.json, use {own}; {sweep}/{GUIDANCE_FILE})")
             self.parity_row(name, "–", t, sweep, metric, seed_sigma(t, metric))
 
     def parity_row(self, name: str, paper_txt: str, g: pd.DataFrame, sweep: str, metric: str, sigma: float) -> None:
@@ -356,7 +356,8 @@ def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = Fal
     table's attrs["left_out"] names the sweeps of the others. `skipped` (analysis.collect's) names
     the runs that did not finish where a finding misses them (a diverged run, say)."""
     j = Judge(table, bootstrap_k, tuple(skipped))
-    for step in (j.parity_ratios, j.guidance_parity, j.attention, j.patch_size, j.encoder_size, j.noise_limit, j.text_only, j.exponents):
+    for step in (j.parity_ratios, j.guidance_parity, j.attention, j.patch_size, j.encoder_size, j.noise_limit,
+                 j.text_only, j.exponents):
         step()
     given = set(table["sweep"]) if not table.empty else set()
     rows = [r for r in j.rows if r.sweep in given or not given_only]

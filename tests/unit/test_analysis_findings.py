@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -153,9 +154,12 @@ def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path)
             rows.append({"run": f"results/toy-paper/{name}", "cfg_scale": 1.0, "t2i/fid": fid(shift_low)})
     table = pd.DataFrame(runs)
     assert not findings(table, bootstrap_k=50)["finding"].str.contains("at guidance").any()  # none measured
-    sweep.mkdir()
+    for r in runs:
+        Path(r["path"]).mkdir(parents=True)
+        Path(r["path"], "config.yaml").write_text("family: x\neval: {cfg_scale: 5.0}\n")
     (sweep / "guidance.json").write_text(json.dumps({"rows": rows}))
     f = findings(table, bootstrap_k=50)
     assert _row(f, "parity FLOP ratio, image generation FID (below 1")["verdict"] == "reproduced"
     low = _row(f, "parity FLOP ratio, image generation FID, at guidance 1 ")
+    assert "evals.json, use 5;" in low["finding"]
     assert float(low["ours [95%]"].split(" ")[0]) == pytest.approx(2.0, rel=0.1) and low["verdict"] == "not reproduced"
