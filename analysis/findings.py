@@ -203,7 +203,7 @@ class Judge:
         path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if not g.empty and "path" in g else None
         if path is None or not path.exists():
             return
-        rows, own = read_rows([path]), ", ".join(f"{s:g}" for s in own_scales(g))
+        rows, own = read_rows([path]), ", ".join(f"{s:g}" for s in own_scales(g)) or "?"
         for scale in sorted({r["cfg_scale"] for r in rows}):
             t = at_scale(g, rows, scale)
             name = (f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} (the paper's protocol, "

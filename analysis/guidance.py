@@ -28,7 +28,6 @@ from analysis.metrics import direction
 from analysis.parity import parity
 from analysis.seeds import seed_sigma
 from analysis.tables import to_markdown
-from evals.config import EvalConfig
 
 METRICS = ("t2i/fid", "t2i/geneval_overall")
 GUIDANCE_FILE = "guidance.json"  # grid.guidance's rows for a sweep, committed beside its runs
@@ -84,11 +83,13 @@ def scale_row(t: pd.DataFrame, scale: str, n_runs: int, k: int) -> dict:
 def own_scales(table: pd.DataFrame) -> list[float]:
     """The guidance scales the runs' evals.json were scored at (their config.yaml's eval)."""
     cfgs = [yaml.safe_load((Path(p) / "config.yaml").read_text()) for p in table["path"]]
-    return sorted({float((c.get("eval") or {}).get("cfg_scale", EvalConfig.cfg_scale)) for c in cfgs})
+    # a launcher writes the whole eval section; a config without it says nothing, and is left out
+    scales = [(c.get("eval") or {}).get("cfg_scale") for c in cfgs]
+    return sorted({float(s) for s in scales if s is not None})
 
 
 def guidance_table(table: pd.DataFrame, rows: list[dict], k: int = 200) -> pd.DataFrame:
-    own = ", ".join(f"{s:g}" for s in own_scales(table))
+    own = ", ".join(f"{s:g}" for s in own_scales(table)) or "?"
     out = [scale_row(table, f"{own} (evals.json)", len(table), k)]
     for scale in sorted({r["cfg_scale"] for r in rows}):
         t = at_scale(table, rows, scale)
