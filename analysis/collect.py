@@ -186,6 +186,7 @@ def load_run(run_dir: Path) -> dict:
         row[k] = cfg.get(k)
     for k in ("lr", "warmup_steps"):  # the recipe's scalars (the lr-sweep varies lr)
         row[f"optim.{k}"] = (cfg.get("optim") or {}).get(k)
+    row["eval.cfg_scale"] = (cfg.get("eval") or {}).get("cfg_scale")  # the guidance its t2i/* were sampled at
     row.update(provenance(status))
     return row
 

@@ -38,8 +38,7 @@ from analysis import paper
 from analysis.collect import NETWORK_METRICS
 from analysis.fit import FitError, fit_isoflop, fit_trendline
 from analysis.guidance import GUIDANCE_FILE, at_scale, own_scales, read_rows
-from analysis.metrics import direction
-from analysis.parity import parity
+from analysis.parity import family_parity
 from analysis.seeds import seed_sigma
 
 Z95 = 1.959964
@@ -134,9 +133,8 @@ class Judge:
         # parity compares runs of one sweep, so its seed noise is that sweep's (the same number its
         # report shows); the smaller demo's near-chance captions would otherwise widen toy-paper's
         own = scaling[scaling["sweep"] == self.scaling] if not scaling.empty else scaling
-        self._parity_sigma = {m: seed_sigma(own, m) for m in paper.PARITY}
-        self._parity_sigma = {m: v if math.isfinite(v) else self._sigma.get(m, math.nan)
-                              for m, v in self._parity_sigma.items()}
+        self._parity_sigma = {m: s if math.isfinite(s := seed_sigma(own, m)) else self._sigma.get(m, math.nan)
+                              for m in paper.PARITY}
 
     def sweep(self, name: str) -> pd.DataFrame:
         return self.table[self.table["sweep"] == name] if not self.table.empty else self.table
@@ -216,11 +214,7 @@ class Judge:
             self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
                                      f"{sweep}; not measured: no runs of {sweep} with {metric}", sweep))
             return
-        try:
-            p = parity(g, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0],
-                       self.k, seed_sigma=sigma if math.isfinite(sigma) else 0.0)
-        except FitError as exc:
-            p = {"ratio": math.nan, "note": str(exc)}
+        p = family_parity(g, metric, self.k, sigma)
         if not math.isfinite(p["ratio"]) or "interval" not in p:
             self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
                                      f"{sweep}; not measured: {p.get('note', 'no interval')}", sweep))

@@ -21,11 +21,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from analysis.collect import collect
-from analysis.metrics import direction
-from analysis.parity import parity
+from analysis.parity import family_parity
 from analysis.seeds import seed_sigma
 from analysis.tables import to_markdown
 
@@ -72,8 +70,7 @@ def scale_row(t: pd.DataFrame, scale: str, n_runs: int, k: int) -> dict:
         if metric not in t or t[metric].isna().all():
             row[f"{name} parity [95%]"] = "–"
             continue
-        p = parity(t, metric, "family", "transfusion", "chameleon", "flops", direction(metric)[0], k,
-                   seed_sigma=seed_sigma(t, metric))
+        p = family_parity(t, metric, k, seed_sigma(t, metric))
         lo, hi = p.get("interval", (math.nan, math.nan))
         row[f"{name} parity [95%]"] = f"{p['ratio']:.3g} [{lo:.3g}, {hi:.3g}]" if math.isfinite(p["ratio"]) \
             else f"– ({p.get('note', 'no ratio')})"
@@ -81,11 +78,10 @@ def scale_row(t: pd.DataFrame, scale: str, n_runs: int, k: int) -> dict:
 
 
 def own_scales(table: pd.DataFrame) -> list[float]:
-    """The guidance scales the runs' evals.json were scored at (their config.yaml's eval)."""
-    cfgs = [yaml.safe_load((Path(p) / "config.yaml").read_text()) for p in table["path"]]
-    # a launcher writes the whole eval section; a config without it says nothing, and is left out
-    scales = [(c.get("eval") or {}).get("cfg_scale") for c in cfgs]
-    return sorted({float(s) for s in scales if s is not None})
+    """The guidance scales the runs' evals.json were scored at (their config's eval.cfg_scale)."""
+    if "eval.cfg_scale" not in table:
+        return []
+    return sorted({float(s) for s in table["eval.cfg_scale"].dropna()})
 
 
 def guidance_table(table: pd.DataFrame, rows: list[dict], k: int = 200) -> pd.DataFrame:

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fit import FitError, fit_trendline, trend_compute, trend_value
+from analysis.metrics import direction
 from analysis.optim import bootstrap
 
 DEFAULT_C = "flops"
@@ -102,6 +103,16 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
         if len(finite):
             res["interval"] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
     return res
+
+
+def family_parity(g: pd.DataFrame, metric: str, bootstrap_k: int, seed_sigma: float) -> dict:
+    """Transfusion against Chameleon over 6ND compute, in the metric's own direction: parity()'s
+    dict, or {"ratio": nan, "note": why} where the runs cannot give one."""
+    try:
+        return parity(g, metric, "family", "transfusion", "chameleon", DEFAULT_C, direction(metric)[0],
+                      bootstrap_k, seed_sigma=seed_sigma)
+    except FitError as exc:
+        return {"ratio": math.nan, "note": str(exc)}
 
 
 def ratio_at(res: dict, C) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,13 +149,11 @@ def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path)
             fid = lambda shift: 100 * (c * shift / 1e11) ** -0.3  # noqa: E731
             runs.append({"sweep": "toy-paper", "family": fam, "size": name, "seed": 0, "D": c / 6e5,
                          "D_budget": c / 6e5, "n_nonembedding": 1e5, "flops": c, "run": name,
-                         "path": str(sweep / name), "t2i/fid": fid(shift_own)})
+                         "path": str(sweep / name), "eval.cfg_scale": 5.0, "t2i/fid": fid(shift_own)})
             rows.append({"run": f"results/toy-paper/{name}", "cfg_scale": 1.0, "t2i/fid": fid(shift_low)})
     table = pd.DataFrame(runs)
     assert not findings(table, bootstrap_k=50)["finding"].str.contains("at guidance").any()  # none measured
-    for r in runs:
-        Path(r["path"]).mkdir(parents=True)
-        Path(r["path"], "config.yaml").write_text("family: x\neval: {cfg_scale: 5.0}\n")
+    sweep.mkdir()
     (sweep / "guidance.json").write_text(json.dumps({"rows": rows}))
     f = findings(table, bootstrap_k=50)
     assert _row(f, "parity FLOP ratio, image generation FID (below 1")["verdict"] == "reproduced"

@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from analysis.guidance import at_scale, guidance_table, main
 
@@ -18,17 +17,15 @@ def _fid(c: float, shift: float) -> float:
     return 100 * (c * shift / 1e11) ** -0.3
 
 
-def _sweep(tmp_path) -> tuple[pd.DataFrame, list[dict]]:
+def _sweep() -> tuple[pd.DataFrame, list[dict]]:
     """At the runs' own scale (5) Transfusion reaches Chameleon's FID with half the compute; at
     scale 1 (grid.guidance's rows) with twice the compute."""
     runs, rows, rng = [], [], np.random.default_rng(0)
     for fam, own, low in (("transfusion", 2.0, 0.5), ("chameleon", 1.0, 1.0)):
         for c in np.geomspace(1e11, 1e13, 6):
             name = f"{fam}-{c:.0e}"
-            (tmp_path / name).mkdir()
-            (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"family": fam, "eval": {"cfg_scale": 5.0}}))
             noise = math.exp(rng.normal(0, 0.01))
-            runs.append({"run": name, "path": str(tmp_path / name), "family": fam, "flops": c, "seed": 0,
+            runs.append({"run": name, "eval.cfg_scale": 5.0, "family": fam, "flops": c, "seed": 0,
                          "size": name, "D_budget": c, "t2i/fid": _fid(c, own) * noise, "t2i/geneval_overall": 0.2})
             rows.append({"run": f"results/toy/{name}", "cfg_scale": 1.0, "t2i/fid": _fid(c, low) * noise,
                          "t2i/geneval_overall": 0.1})
@@ -39,8 +36,8 @@ def _ratio(cell: str) -> float:
     return float(cell.split(" ")[0])
 
 
-def test_each_scale_has_its_own_parity(tmp_path):
-    table, rows = _sweep(tmp_path)
+def test_each_scale_has_its_own_parity():
+    table, rows = _sweep()
     out = guidance_table(table, rows, k=50)
     assert list(out["guidance"]) == ["5 (evals.json)", "1 (grid.guidance)"]
     assert _ratio(out["fid parity [95%]"][0]) == pytest.approx(0.5, rel=0.1)
@@ -49,8 +46,8 @@ def test_each_scale_has_its_own_parity(tmp_path):
     assert list(out["runs"]) == [12, 12]
 
 
-def test_runs_without_a_row_at_a_scale_are_dropped(tmp_path):
-    table, rows = _sweep(tmp_path)
+def test_runs_without_a_row_at_a_scale_are_dropped():
+    table, rows = _sweep()
     t = at_scale(table, rows[1:], 1.0)
     assert len(t) == 11 and rows[0]["run"].split("/")[-1] not in set(t["run"])
     assert t["t2i/geneval_overall"].eq(0.1).all()  # grid.guidance's value, not evals.json's
