@@ -9,9 +9,9 @@ evals.json and config.yaml read cleanly enter the table; every other run is retu
 `skipped` with its reason, and one warning line naming it is written (stderr by default).
 
 Columns: run, sweep, path, family, size, seed, D (elements actually trained on, from
-evals.json; the config budget if absent), D_budget, the three N (n_nonembedding,
-n_with_embeddings, n_with_patch), flops (what the run recorded, 6 * n_nonembedding * D) and
-flops_* for the other N definitions, step, every numeric key of evals.json (the metrics:
+evals.json; the config budget if absent), D_budget, the four N (n_nonembedding,
+n_with_embeddings, n_with_patch, and n_with_head: the backbone and the output head), flops (what
+the run recorded, 6 * n_nonembedding * D) and flops_* for the other N definitions, step, every numeric key of evals.json (the metrics:
 listed by `metric_columns`), the ablation knobs flattened as "model.<key>", "data.<key>",
 optim.lr / optim.warmup_steps, and what wrote the run (code_commit, code_dirty, machine_host,
 machine_cpu, machine_cores, machine_torch, machine_gpu: `provenance`). Directories holding a
@@ -57,7 +57,7 @@ def _is_metric(key: str) -> bool:
     return key not in BOOKKEEPING and not key.startswith("meta/") and not key.endswith("/tokens")
 
 
-BOOKKEEPING = {"step", "elements", "flops", *N_DEFS, *(f"flops_{n[2:]}" for n in N_DEFS)}
+BOOKKEEPING = {"step", "elements", "flops", *N_DEFS, *(f"flops_{n[2:]}" for n in N_DEFS), "n_with_head", "flops_with_head"}
 # The text -> image protocol whose numbers can be trusted; equals evals.harness.T2I_PROTOCOL
 # (a test keeps them equal: analysis/ does not import torch code).
 T2I_PROTOCOL = 2
@@ -170,6 +170,13 @@ def load_run(run_dir: Path) -> dict:
         fk = "flops_" + k[2:]
         rec = _number(evals.get(fk))
         row[fk] = rec if rec else (6.0 * n[k] * D if n[k] else math.nan)
+    # N with the output head only: model/accounting.py counts the untied head and the input
+    # embedding as V * dim each, so the head is half of what n_with_embeddings adds.
+    if n["n_nonembedding"] and n["n_with_embeddings"]:
+        row["n_with_head"] = (n["n_nonembedding"] + n["n_with_embeddings"]) / 2
+        row["flops_with_head"] = row["flops"] * row["n_with_head"] / n["n_nonembedding"]
+    else:
+        row["n_with_head"] = row["flops_with_head"] = math.nan
     metrics = {k: float(v) for k, v in evals.items() if _is_metric(k) and _number(v) is not None}
     row["_withheld"] = not t2i_trusted(evals) and any(k.startswith(T2I_PREFIX) for k in metrics)
     if row["_withheld"]:

@@ -36,9 +36,13 @@ import pandas as pd
 
 from analysis import paper
 from analysis.collect import NETWORK_METRICS
+from analysis.chance import beyond_chance
 from analysis.fit import FitError, fit_isoflop, fit_trendline
-from analysis.guidance import GUIDANCE_FILE, at_scale, own_scales, read_rows
+from analysis.guidance import GUIDANCE_FILE, at_scale, read_rows
+from analysis.paired import PairingError, paired_parity
 from analysis.parity import family_parity
+from analysis.primary import EXPLORATORY, FLOP_DEFINITIONS, PRIMARY
+from analysis.resample import MIN_RESAMPLES
 from analysis.seeds import seed_sigma
 
 Z95 = 1.959964
@@ -60,6 +64,30 @@ class Finding:
     verdict: str
     basis: str
     sweep: str  # the sweep it is judged on
+    estimator: str = "–"
+    paper_inside: str = "–"  # whether the paper's value lies inside our interval
+    extrapolated: str = "–"  # share of bootstrap draws outside the runs' computes
+
+
+class AtChance(str):
+    """Why a ratio was not computed: its runs do not beat the metric's chance reference."""
+
+
+def sig2(v: float) -> str:
+    """v to 2 significant figures, without an exponent between 1e-3 and 1e4: what a converged
+    bootstrap endpoint is determined to."""
+    if not math.isfinite(v):
+        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
+    if v == 0:
+        return "0"
+    r = float(f"{v:.2g}")
+    return f"{r:g}" if 1e-3 <= abs(r) < 1e4 else f"{r:.1e}"
+
+
+def _inside(paper_value: float | None, lo: float, hi: float) -> str:
+    if paper_value is None or not math.isfinite(paper_value):
+        return "–"
+    return "inside" if lo <= paper_value <= hi else "excluded"
 
 
 @dataclass
@@ -121,7 +149,7 @@ def _pick(g: pd.DataFrame, **where) -> pd.DataFrame:
 class Judge:
     """Builds findings from the collected table (module docstring)."""
 
-    def __init__(self, table: pd.DataFrame, bootstrap_k: int = 200, skipped: tuple = ()) -> None:
+    def __init__(self, table: pd.DataFrame, bootstrap_k: int = MIN_RESAMPLES, skipped: tuple = ()) -> None:
         self.table, self.k = table, bootstrap_k
         self.skipped = skipped  # analysis.collect.Skipped: runs that did not finish, named where they are missing
         self.rows: list[Finding] = []
@@ -153,6 +181,10 @@ class Judge:
                 return f"{sweep}: no finished run with {_setting(setting)}" + (f" (unfinished: {'; '.join(why)})" if why else "")
             if (r[metric] <= 0).any():
                 return f"{sweep}: {metric} is {r[metric].min():.3g} at {_setting(setting)} (no log ratio)"
+        for r in (ra, rb):
+            ok, numbers = beyond_chance(r, metric)
+            if not ok:
+                return AtChance(f"not beyond chance: {numbers}")
         sigma = self._sigma.get(metric, math.nan)
         note = f"seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "no seed replicates: run intervals only"
         sigma = sigma if math.isfinite(sigma) else 0.0
@@ -164,7 +196,15 @@ class Judge:
         (la, sa), (lb, sb) = part(ra), part(rb)
         if sa == 0 and sb == 0:
             return f"{metric} has no interval and no seed replicates"
-        return Ratio(la - lb, math.hypot(sa, sb), note)
+        ratio = Ratio(la - lb, math.hypot(sa, sb), note)
+        want = PRIMARY["ablation"].guidance
+        scales = set(pd.to_numeric(pd.concat([ra, rb]).get("eval.cfg_scale", pd.Series(dtype=float)), errors="coerce").dropna())
+        if metric.startswith("t2i/") and scales and scales != {want}:
+            lo, hi = ratio.interval()
+            at = ", ".join(f"{v:g}" for v in sorted(scales))
+            return (f"measured at guidance {at} only, and the primary is the paper's ablation scale {want:g}; "
+                    f"{EXPLORATORY} at {at}: {_fmt(math.exp(ratio.log))} [{_fmt(lo)}, {_fmt(hi)}]")
+        return ratio
 
     def other_network(self, sweep: str, metric: str) -> str:
         """A note where analysis/collect.py withheld this metric from some of the sweep's runs
@@ -175,57 +215,122 @@ class Judge:
         return f"; {n} run(s) left out: scored with another FID network" if n else ""
 
     def add(self, finding: str, paper_value: float | None, ours: Ratio | str, paper_above_one: bool,
-            basis: str) -> None:
+            basis: str, estimator: str = "matched runs") -> None:
         paper_txt = _fmt(paper_value) if paper_value is not None else "–"
+        if isinstance(ours, AtChance):
+            self.rows.append(Finding(finding, paper_txt, "at chance", "inconclusive", f"{basis}; {ours}", basis, estimator))
+            return
         if isinstance(ours, str):
-            self.rows.append(Finding(finding, paper_txt, "–", "inconclusive", f"{basis}; not measured: {ours}", basis))
+            self.rows.append(Finding(finding, paper_txt, "–", "inconclusive", f"{basis}; not measured: {ours}", basis,
+                                     estimator))
             return
         lo, hi = ours.interval()
         note = f"{basis}; {ours.note}" if ours.note else basis
         self.rows.append(Finding(finding, paper_txt, f"{_fmt(math.exp(ours.log))} [{_fmt(lo)}, {_fmt(hi)}]",
-                                 _verdict(lo, hi, paper_above_one), note, basis))
+                                 _verdict(lo, hi, paper_above_one), note, basis, estimator,
+                                 _inside(paper_value, lo, hi)))
 
     # ------------------------------------------------------------------ the findings
 
+    def at_guidance(self, g: pd.DataFrame, scale: float) -> tuple[pd.DataFrame, str]:
+        """The runs of g with their t2i/* metrics at guidance `scale`: their own (evals.json) where
+        they were scored there, else grid.guidance's rows (the sweep's guidance.json); an empty
+        table and why where neither has it."""
+        if g.empty or "eval.cfg_scale" not in g:
+            return g, ""
+        own = pd.to_numeric(g["eval.cfg_scale"], errors="coerce")
+        if (own == scale).all():
+            return g, ""
+        path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if "path" in g else None
+        if path is not None and path.exists():
+            t = at_scale(g, read_rows([path]), scale)
+            if not t.empty:
+                return t, ""
+        return g.iloc[0:0], f"no FID at guidance {scale:g} (`python -m grid.guidance` scores finished runs there)"
+
+    def target_runs(self, g: pd.DataFrame) -> pd.DataFrame:
+        """The runs at the sweep's largest setting (largest size, its largest budget): where a
+        parity is read."""
+        top = g.loc[pd.to_numeric(g["flops"]).idxmax()]
+        return g[(g["size"] == top["size"]) & (g["D_budget"] == top["D_budget"])]
+
     def parity_ratios(self) -> None:
-        g, sweep = self.sweep(self.scaling), self.scaling
+        g, sweep, prim = self.sweep(self.scaling), self.scaling, PRIMARY["parity"]
         for metric, value in paper.PARITY.items():
             name = f"parity FLOP ratio, {paper.FIGURE5[metric]} (below 1: Transfusion needs less compute)"
-            self.parity_row(name, _fmt(value), g, sweep, metric, self._parity_sigma.get(metric, math.nan))
+            t, why = self.at_guidance(g, prim.guidance) if metric.startswith("t2i/") else (g, "")
+            self.paired_row(name, value, t, sweep, metric, "paired (primary)", why, sensitivity=True)
+            self.trendline_row(f"{name}; the paper's method", value, t, sweep, metric, why)
 
     def guidance_parity(self) -> None:
         """FID parity at the other guidance scales grid.guidance measured on the parity sweep (its
-        guidance.json, where one was committed): the paper fixes one scale, and at toy scale the
-        answer moves with it (analysis/guidance.py prints the whole table)."""
+        guidance.json, where one was committed), labelled exploratory: the primary is the
+        paper's 5 (analysis/primary.py)."""
         g, sweep, metric = self.sweep(self.scaling), self.scaling, "t2i/fid"
         path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if not g.empty and "path" in g else None
         if path is None or not path.exists():
             return
-        rows, own = read_rows([path]), ", ".join(f"{s:g}" for s in own_scales(g)) or "?"
-        for scale in sorted({r["cfg_scale"] for r in rows}):
-            t = at_scale(g, rows, scale)
-            name = (f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} (the paper's protocol, "
-                    f"and evals.json, use {own}; {sweep}/{GUIDANCE_FILE})")
-            self.parity_row(name, "–", t, sweep, metric, seed_sigma(t, metric))
+        for scale in sorted({r["cfg_scale"] for r in read_rows([path])} - {PRIMARY["parity"].guidance}):
+            t, why = self.at_guidance(g, scale)
+            name = f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} ({sweep}/{GUIDANCE_FILE})"
+            self.paired_row(name, None, t, sweep, metric, f"paired; {EXPLORATORY}", why)
 
-    def parity_row(self, name: str, paper_txt: str, g: pd.DataFrame, sweep: str, metric: str, sigma: float) -> None:
-        """One parity ratio of `metric` over the runs g of `sweep`, its target redrawn with seed sd sigma."""
-        if g.empty or metric not in g:
-            self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
-                                     f"{sweep}; not measured: no runs of {sweep} with {metric}", sweep))
+    def paired_row(self, name: str, paper_value: float | None, g: pd.DataFrame, sweep: str, metric: str,
+                   estimator: str, why: str = "", sensitivity: bool = False) -> None:
+        """One matched-setting parity row (analysis/paired.py), or why there is none."""
+        paper_txt = _fmt(paper_value) if paper_value is not None else "–"
+
+        def missing(reason: str, ours: str = "–") -> None:
+            self.rows.append(Finding(name, paper_txt, ours, "inconclusive", f"{sweep}; {reason}", sweep, estimator))
+
+        if why or g.empty or metric not in g:
+            return missing(f"not measured: {why or f'no runs of {sweep} with {metric}'}")
+        ok, numbers = beyond_chance(self.target_runs(g), metric)
+        if not ok:
+            return missing(f"not beyond chance at the compared compute: {numbers}", "at chance")
+        try:
+            p = paired_parity(g, metric)
+        except PairingError as exc:
+            return missing(f"not measured: {exc}")
+        lo, hi = p["interval"]
+        iv = p["log_interval"]
+        glo, ghi = p["gap_interval"]
+        notes = [f"{sweep}, {p['n_pairs']} matched pairs in {p['n_settings']} settings",
+                 f"Transfusion / Chameleon {metric} at C={p['C_target']:.2g}: {sig2(p['gap'])} [{sig2(glo)}, {sig2(ghi)}]",
+                 f"Transfusion's slope {p['slope_a']:.3f}",
+                 f"{iv.resamples} resamples, Monte-Carlo error {_pct(iv.rel_error())} of the log width"]
+        if sensitivity:
+            for n_def in ("with_head", "with_patch"):
+                try:
+                    q = paired_parity(g, metric, c_col=f"flops_{n_def}")
+                    notes.append(f"{FLOP_DEFINITIONS[n_def]}: {sig2(q['ratio'])} [{sig2(q['interval'][0])}, "
+                                 f"{sig2(q['interval'][1])}]")
+                except PairingError as exc:
+                    notes.append(f"{FLOP_DEFINITIONS[n_def]}: {exc}")
+        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
+                                 "; ".join(notes) + self.other_network(sweep, metric), sweep, estimator,
+                                 _inside(paper_value, lo, hi), _pct(p["extrapolated_share"])))
+
+    def trendline_row(self, name: str, paper_value: float, g: pd.DataFrame, sweep: str, metric: str, why: str) -> None:
+        """The paper's trendline parity (analysis/parity.py), secondary, with a converged interval."""
+        est, paper_txt = "trendline (paper's; secondary)", _fmt(paper_value)
+        if why or g.empty or metric not in g:
+            self.rows.append(Finding(name, paper_txt, "–", "inconclusive", f"{sweep}; not measured: "
+                                     f"{why or f'no runs of {sweep} with {metric}'}", sweep, est))
             return
+        sigma = self._parity_sigma.get(metric, math.nan)
         p = family_parity(g, metric, self.k, sigma)
         if not math.isfinite(p["ratio"]) or "interval" not in p:
             self.rows.append(Finding(name, paper_txt, "–", "inconclusive",
-                                     f"{sweep}; not measured: {p.get('note', 'no interval')}", sweep))
+                                     f"{sweep}; not measured: {p.get('note', 'no interval')}", sweep, est))
             return
         lo, hi = p["interval"]
+        b = p["bootstrap"]
         basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
-                 + (f"; seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
-                 + (f"; {p['note']}" if p.get("note") else "")
-                 + self.other_network(sweep, metric))
-        self.rows.append(Finding(name, paper_txt, f"{_fmt(p['ratio'])} [{_fmt(lo)}, {_fmt(hi)}]",
-                                 _verdict(lo, hi, False), basis, sweep))
+                 + (f"; target seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
+                 + f"; {b['resamples']} resamples, Monte-Carlo error {_pct(b['rel_mc_error'])} of the log width")
+        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
+                                 basis, sweep, est, _inside(paper_value, lo, hi), _pct(p.get("extrapolated_share", math.nan))))
 
     def attention(self) -> None:
         s, fid = "ablation-attention", "t2i/fid"
@@ -285,16 +390,34 @@ class Judge:
                  None, correct, True, s)
 
     def text_only(self) -> None:
+        """Table 4. Primary: the mixed run against the text-only run that saw as many text tokens
+        (analysis/primary.py); the text-only run at the mixed run's D (twice the text) is
+        secondary, in the notes."""
         s, c4 = "ablation-text-only", "text_c4/ppl"
+        g = self.sweep(s)
+        mixed_share = 0.5
+        d_mixed = float(g[pd.to_numeric(g["data.text_share"], errors="coerce") == mixed_share]["D_budget"].max()) \
+            if not g.empty and "data.text_share" in g else math.nan
         cost = {}
         for fam in ("transfusion", "chameleon"):
-            cost[fam] = self.ratio(s, c4, {"family": fam, "data__text_share": 0.5}, {"family": fam, "data__text_share": 1.0})
-            alone, mixed = paper.TEXT_ONLY_C4[fam]
-            self.add(f"images cost {fam} text (C4 perplexity with images / text only)", mixed / alone, cost[fam], True, s)
+            mixed = {"family": fam, "data__text_share": mixed_share}
+            matched = self.ratio(s, c4, mixed, {"family": fam, "data__text_share": 1.0, "D_budget": round(d_mixed * mixed_share)}) \
+                if math.isfinite(d_mixed) else f"no mixed run in {s}"
+            equal_d = self.ratio(s, c4, mixed, {"family": fam, "data__text_share": 1.0, "D_budget": d_mixed}) \
+                if math.isfinite(d_mixed) else f"no mixed run in {s}"
+            cost[fam] = matched
+            alone, with_images = paper.TEXT_ONLY_C4[fam]
+            second = (f"at equal D (text-only sees twice the text; secondary): {_fmt(math.exp(equal_d.log))} "
+                      f"[{_fmt(equal_d.interval()[0])}, {_fmt(equal_d.interval()[1])}]" if isinstance(equal_d, Ratio)
+                      else f"at equal D: {equal_d}")
+            self.add(f"images cost {fam} text (C4 perplexity with images / text only, equal text tokens)",
+                     with_images / alone, matched, True, f"{s}; {second}", PRIMARY["text-only"].estimator)
         (ta, tm), (ca, cm) = paper.TEXT_ONLY_C4["transfusion"], paper.TEXT_ONLY_C4["chameleon"]
         both = _over(cost["transfusion"], cost["chameleon"])
-        self.add("Transfusion's text cost is below Chameleon's (the two costs' ratio)", (tm / ta) / (cm / ca), both, False, s)
-        stab = self.ratio(s, c4, {"family": "chameleon", "data__text_share": 1.0}, {"family": "transfusion", "data__text_share": 1.0})
+        self.add("Transfusion's text cost is below Chameleon's (the two costs' ratio, equal text tokens)",
+                 (tm / ta) / (cm / ca), both, False, s, PRIMARY["text-only"].estimator)
+        stab = self.ratio(s, c4, {"family": "chameleon", "data__text_share": 1.0, "D_budget": d_mixed},
+                          {"family": "transfusion", "data__text_share": 1.0, "D_budget": d_mixed})
         self.add("Chameleon's stability changes cost text (text-only C4 perplexity, Chameleon / Transfusion)",
                  ca / ta, stab, True, s)
 
@@ -340,11 +463,15 @@ class Judge:
                                  NO_PAPER_VALUE, basis, ISOFLOP_SWEEP))
 
 
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f}%" if math.isfinite(v) and v >= 0.01 else ("<1%" if math.isfinite(v) else "–")
+
+
 def _setting(d: dict) -> str:
     return ", ".join(f"{k.replace('__', '.')}={v}" for k, v in d.items())
 
 
-def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = False, skipped: tuple = ()) -> pd.DataFrame:
+def findings(table: pd.DataFrame, bootstrap_k: int = MIN_RESAMPLES, given_only: bool = False, skipped: tuple = ()) -> pd.DataFrame:
     """The findings table (module docstring): finding, paper, ours [95%], verdict, runs and notes.
     `given_only` keeps the findings whose sweep has runs in `table` (a one-sweep report); the
     table's attrs["left_out"] names the sweeps of the others. `skipped` (analysis.collect's) names
@@ -355,8 +482,10 @@ def findings(table: pd.DataFrame, bootstrap_k: int = 200, given_only: bool = Fal
         step()
     given = set(table["sweep"]) if not table.empty else set()
     rows = [r for r in j.rows if r.sweep in given or not given_only]
-    out = pd.DataFrame([{k: v for k, v in vars(r).items() if k != "sweep"} for r in rows])
-    out = out.rename(columns={"ours": "ours [95%]", "basis": "runs and notes"})
+    order = ["finding", "paper", "estimator", "ours", "verdict", "paper_inside", "extrapolated", "basis"]
+    out = pd.DataFrame([{k: getattr(r, k) for k in order} for r in rows], columns=order)
+    out = out.rename(columns={"ours": "ours [95%]", "paper_inside": "paper's value", "extrapolated": "extrapolated",
+                              "basis": "runs and notes"})
     out.attrs["left_out"] = sorted({r.sweep for r in j.rows} - {r.sweep for r in rows})
     return out
 

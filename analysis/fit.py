@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.optim import FitError, bootstrap, fit_lse, intervals, start_grid, top_starts
+from analysis.resample import cluster_counts, weighted_line
 
 MIN_POINTS = {"trendline": 2, "power": 4, "chinchilla": 8, "isoflop": 3}
 
@@ -73,7 +74,14 @@ def fit_trendline(C, y, bootstrap_k: int = 0, seed: int = 0) -> dict:
     resid = ly - (res["intercept"] + res["slope"] * x)
     ss_tot = float(((ly - ly.mean()) ** 2).sum())
     res.update(r2=1 - float((resid ** 2).sum()) / ss_tot if ss_tot > 0 else 1.0, n=len(x))
-    return _with_bootstrap(res, fit, len(x), bootstrap_k, ["intercept", "slope"], seed=seed)
+    if bootstrap_k > 0:  # all resamples at once: a straight line needs no optimiser
+        slope, mx, my = weighted_line(cluster_counts(np.random.default_rng(seed), len(x), bootstrap_k), x, ly)
+        ok = np.isfinite(slope)
+        samples = {"slope": slope[ok], "intercept": (my - slope * mx)[ok]}
+        res["intervals"] = {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+                            for k, v in samples.items() if len(v)}
+        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": int(ok.sum())}
+    return res
 
 
 def trend_value(fit: dict, C) -> np.ndarray:

@@ -13,7 +13,9 @@ whether A's trendline improves with compute at all (if it does not, the ratio is
 `ratio_at(C)` is the same comparison at any compute, with B's trendline value at C as target.
 Bootstrap intervals resample A's runs, refit A's trendline and recompute the ratio; B's
 largest run (its compute and measured result) is the target, so B's trendline, which the ratio
-does not use, needs no resampling. With `seed_sigma` (analysis/seeds.py: the log-space spread
+does not use, needs no resampling. The resampling goes on until the interval's endpoints are
+converged (analysis/resample.py: at least `bootstrap_k` draws and at least 10,000; a draw whose
+trendline does not improve is dropped), and reports the share of draws that extrapolate. With `seed_sigma` (analysis/seeds.py: the log-space spread
 of one run's metric across seeds) each resample also redraws the target as
 y_B * exp(seed_sigma * z / sqrt(m)), z standard normal, m the runs averaged at B's largest
 compute, so the interval covers the seed noise of the run compared against.
@@ -31,7 +33,7 @@ import pandas as pd
 
 from analysis.fit import FitError, fit_trendline, trend_compute, trend_value
 from analysis.metrics import direction
-from analysis.optim import bootstrap
+from analysis.resample import MIN_RESAMPLES, cluster_counts, converged_interval, weighted_line
 
 DEFAULT_C = "flops"
 
@@ -69,8 +71,9 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
     Keys: ratio, C_b (B's largest compute), y_b (its result; the mean if several runs share that
     compute), C_a_needed, fit_a, fit_b (trendlines), note (why ratio is NaN, or that it is
     extrapolated beyond the computes A was run at, with extrapolated=True), and with
-    bootstrap_k > 0: interval [lo, hi] (95%, percentile) and bootstrap counts (seed_sigma: see the
-    module docstring; nan or 0 leaves the target fixed).
+    bootstrap_k > 0: interval [lo, hi] (95%, percentile), extrapolated_share and bootstrap counts
+    with the Monte-Carlo error (seed_sigma: see the module docstring; nan or 0 leaves the target
+    fixed).
     """
     (ca, ya), (cb, yb) = _families(df, metric, family_col, a, b, c_col)
     fit_a, fit_b = fit_trendline(ca, ya), fit_trendline(cb, yb)
@@ -90,18 +93,25 @@ def parity(df: pd.DataFrame, metric: str, family_col: str = "family", a: str = "
                        f"[{ca.min():.3g}, {ca.max():.3g}]")
     if bootstrap_k > 0:
         sigma = seed_sigma if seed_sigma and math.isfinite(seed_sigma) else 0.0
-        jitter = np.random.default_rng(seed + 1).standard_normal(bootstrap_k) * sigma / math.sqrt(int((cb == c_top).sum()))
-        draws = iter(jitter)
+        m = int((cb == c_top).sum())
+        x, ly = np.log(ca), np.log(ya)
+        sign = 1.0 if higher_is_better else -1.0
 
-        def refit(idx: np.ndarray) -> dict:
-            fa = fit_trendline(ca[idx], ya[idx])
-            return {"ratio": _ratio(fa, y_top * math.exp(next(draws)), c_top, higher_is_better)}
+        def draws(rng: np.random.Generator, k: int) -> np.ndarray:
+            slope, mx, my = weighted_line(cluster_counts(rng, len(ca), k), x, ly)
+            target = math.log(y_top) + rng.standard_normal(k) * sigma / math.sqrt(m)
+            improves = np.sign(slope) == sign
+            with np.errstate(divide="ignore", invalid="ignore"):
+                log_c = mx + (target - my) / slope  # A's trendline inverted at the (redrawn) target
+            return np.where(improves, log_c - math.log(c_top), np.nan)
 
-        samples = [s["ratio"] for s in bootstrap(refit, len(ca), bootstrap_k, seed=seed)]
-        finite = np.array([s for s in samples if math.isfinite(s)])
-        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": int(len(finite)), "seed_sigma": sigma}
-        if len(finite):
-            res["interval"] = [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+        iv = converged_interval(draws, seed=seed, min_resamples=max(bootstrap_k, MIN_RESAMPLES))
+        res["bootstrap"] = {"resamples": iv.resamples, "succeeded": iv.valid, "seed_sigma": sigma,
+                            "mc_error": iv.mc_error, "rel_mc_error": iv.rel_error(), "converged": iv.converged}
+        if math.isfinite(iv.lo) and math.isfinite(iv.hi):
+            res["interval"] = [math.exp(iv.lo), math.exp(iv.hi)]
+            needed = math.log(c_top) + iv.draws
+            res["extrapolated_share"] = float(((needed < math.log(ca.min())) | (needed > math.log(ca.max()))).mean())
     return res
 
 

@@ -128,6 +128,24 @@ def train_feature_net(images: torch.Tensor, targets: torch.Tensor, classes: tupl
     """Fit the network to class targets [N, S] (classes[i] classes in slot i) of uint8 images
     [N, 3, H, W]; then standardise its features on those images."""
     gen = torch.Generator().manual_seed(cfg.seed)
+    # One thread: a convolution's float sums depend on how many threads split them, so a network
+    # trained by a 2-thread launcher differs from one trained by a 1-thread worker, and its FIDs
+    # are on another scale (the committed runs' network is the 1-thread one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net = _fit(images, targets, classes, cfg, gen, log).eval().requires_grad_(False)
+        with torch.no_grad():
+            feats = torch.cat([net.raw(x) for x in images.split(256)])
+        net.shift.copy_(feats.mean(0))
+        net.scale.copy_(feats.std(0).clamp(min=1e-6))
+    finally:
+        torch.set_num_threads(threads)
+    return net
+
+
+def _fit(images: torch.Tensor, targets: torch.Tensor, classes: tuple[int, ...], cfg: FeatureNetConfig,
+         gen: torch.Generator, log) -> FeatureNet:
     with torch.random.fork_rng(devices=[]), torch.enable_grad():  # evaluate() runs under no_grad
         torch.manual_seed(cfg.seed)
         net = FeatureNet(sum(classes), cfg.width)
@@ -143,11 +161,6 @@ def train_feature_net(images: torch.Tensor, targets: torch.Tensor, classes: tupl
             sched.step()
             if log is not None and (step + 1) % 100 == 0:
                 log(f"[evals] fid network step {step + 1}/{cfg.steps} loss {float(loss.detach()):.4f}")
-    net.eval().requires_grad_(False)
-    with torch.no_grad():
-        feats = torch.cat([net.raw(x) for x in images.split(256)])
-    net.shift.copy_(feats.mean(0))
-    net.scale.copy_(feats.std(0).clamp(min=1e-6))
     return net
 
 
@@ -204,7 +217,7 @@ def feature_network(data: EmbeddedData, dataset: str, cfg: FeatureNetConfig | No
         publish_once({"version": VERSION, "dataset": dataset, "config": asdict(cfg), "images": images_step,
                       "n_targets": net.head.out_features, "seconds": seconds, "val_slot_accuracy": acc,
                       "state_dict": net.state_dict()}, path)
-    saved = torch.load(path, weights_only=False)
+    saved = torch.load(path, weights_only=True)
     if saved.get("images") != images_step:
         raise ValueError(f"{path} was trained on other {dataset} images than this data directory holds "
                          f"(prepare settings changed): delete it and it will be retrained")

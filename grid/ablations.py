@@ -8,7 +8,7 @@ ABLATION_KNOBS: dict[str, tuple[str, ...]] = {
     "ablation-encoder-size": ("size", "model.patch_kind"),
     "ablation-noise-limit": ("model.noise_limit",),
     "ablation-lambda": ("model.lambda_diffusion",),
-    "ablation-text-only": ("family", "data.text_share"),
+    "ablation-text-only": ("family", "data.text_share", "D"),
 }
 # Keys that follow a varied knob rather than vary on their own: across sizes a run keeps its
 # elements per parameter and takes its size's toy learning rate.
