@@ -52,6 +52,7 @@ NO_PAPER_VALUE = "no paper value"
 # Where the README holds the table (`--update README.md` rewrites what lies between them).
 MARKERS = ("<!-- findings: written by `python analysis/findings.py results` -->", "<!-- /findings -->")
 HOFFMANN_A = 0.49  # N* ~ C^a, Hoffmann et al. 2022 Table 2 (approach 2): the reference for our IsoFLOP exponent
+ISOFLOP_DRAWS = 2000  # each refits a parabola per budget in Python; the exponent is printed to 2 decimals
 
 
 @dataclass
@@ -448,7 +449,7 @@ class Judge:
             f = g[g["family"] == fam] if not g.empty and ISOFLOP_METRIC in g else g.iloc[0:0]
             try:
                 iso = fit_isoflop(f["n_nonembedding"], f[ISOFLOP_METRIC], C=f["flops"], D=f["D"],
-                                  bootstrap_k=self.k) if len(f) else None
+                                  bootstrap_k=ISOFLOP_DRAWS, noise_sd=self._sigma["text_c4/ppl"]) if len(f) else None
             except (FitError, ValueError) as exc:
                 why.append(f"{fam}: {exc}")
                 continue
@@ -456,8 +457,10 @@ class Judge:
                 why.append(f"no {fam} runs of {ISOFLOP_SWEEP}")
                 continue
             lo, hi = iso["intervals"]["a"]
-            parts.append(f"{fam[0].upper()} {iso['a']:.3f} [{lo:.3f}, {hi:.3f}] ({len(iso['budgets'])} budgets)")
-        basis = f"{ISOFLOP_SWEEP}; reference: Hoffmann et al. 2022, a = {HOFFMANN_A}" + (
+            parts.append(f"{fam[0].upper()} {iso['a']:.2f} [{lo:.2f}, {hi:.2f}] ({len(iso['budgets'])} budgets: "
+                         + ", ".join(f"{b['C']:.2g}" for b in iso["budgets"]) + ")")
+        basis = (f"{ISOFLOP_SWEEP}; reference: Hoffmann et al. 2022, a = {HOFFMANN_A}; interval: each run's C4 loss "
+                 f"redrawn with the seed noise {self._sigma['text_c4/ppl']:.2g} ({ISOFLOP_DRAWS} draws)") + (
             f"; not measured: {'; '.join(why)}" if why else "")
         self.rows.append(Finding("IsoFLOP exponent a of the C4 loss (N* ~ C^a)", "–", " · ".join(parts) or "–",
                                  NO_PAPER_VALUE, basis, ISOFLOP_SWEEP))

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.optim import FitError, bootstrap, fit_lse, intervals, start_grid, top_starts
+from analysis.optim import FitError, at_bounds, bootstrap, fit_lse, intervals, start_grid, top_starts
 from analysis.resample import cluster_counts, weighted_line
 
 MIN_POINTS = {"trendline": 2, "power": 4, "chinchilla": 8, "isoflop": 3}
@@ -120,7 +120,7 @@ def fit_power(C, y, delta: float = 1e-3, bootstrap_k: int = 0, seed: int = 0) ->
 
     res = fit(np.arange(len(y)))
     theta = res.pop("_theta")
-    res.update(n=len(y), delta=delta)
+    res.update(n=len(y), delta=delta, at_bound=[n for n, b in zip(("E", "A", "alpha"), at_bounds(theta, ly)) if b])
     # Resamples restart from the full-data optimum and their own 2 best grid starts.
     return _with_bootstrap(res, lambda idx: fit(idx, theta[None], 2), len(y), bootstrap_k, ["E", "A", "alpha"], seed=seed)
 
@@ -162,7 +162,10 @@ def fit_chinchilla(N, D, y, delta: float = 1e-3, bootstrap_k: int = 0, seed: int
 
     res = fit(np.arange(len(y)), starts, top_k)
     theta = res.pop("_theta")
-    res.update(n=len(y), delta=delta)
+    bound = [n for n, b in zip(("E", "A", "B", "alpha", "beta"), at_bounds(theta, ly)) if b]
+    if {"alpha", "beta"} & set(bound):
+        bound += ["a", "b"]  # their ratio is then the box's too
+    res.update(n=len(y), delta=delta, at_bound=bound)
     return _with_bootstrap(res, lambda idx: fit(idx, starts, 2, theta[None]), len(y),
                            bootstrap_k, ["E", "A", "B", "alpha", "beta", "a", "b"], seed=seed)
 
@@ -212,20 +215,28 @@ def _parabola_min(u: np.ndarray, y: np.ndarray, window: float) -> tuple[float, f
 
 def _best_per_size(n: np.ndarray, d: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Several runs of one size at one budget (e.g. a learning-rate sweep): keep the best, as Porian et al. do.
-    keep = pd.DataFrame({"n": n, "d": d, "y": y}).sort_values("y").drop_duplicates("n")
-    return keep.n.to_numpy(), keep.d.to_numpy(), keep.y.to_numpy()
+    order = np.lexsort((y, n))
+    first = np.r_[True, n[order][1:] != n[order][:-1]]
+    keep = order[first]
+    return n[keep], d[keep], y[keep]
 
 
 def fit_isoflop(N, y, C=None, D=None, min_points: int = 3, window: float = 0.1, rel_tol: float = 0.05,
-                bootstrap_k: int = 0, seed: int = 0) -> dict:
+                bootstrap_k: int = 0, seed: int = 0, noise_sd: float = 0.0) -> dict:
     """N*(C) ~ C^a and D*(C) ~ C^b from per-budget parabolas -> {a, b, n_coef, d_coef, budgets, ...}.
 
     Compute values within rel_tol of each other form one budget. Per budget, the metric is
     fitted as a parabola in log N near its lowest point (`_parabola_min`; likewise in log D);
     budgets with fewer than `min_points` sizes or no interior minimum are left out (listed in
     "dropped_budgets"); at least two budgets must remain. The metric must be lower-is-better.
+
+    Intervals: with noise_sd > 0 (one run's seed noise in the metric's units), each of the
+    bootstrap_k draws adds that noise to every run and refits; else runs are resampled within
+    each budget. Resampling runs drops sizes, and a budget that loses a size next to its minimum
+    cannot be fitted, so with few sizes per budget only the draws that keep every size succeed
+    and the interval collapses onto the estimate; redrawing the noise keeps the design.
     """
-    N, y = _positive("N", N), np.asarray(y, float)
+    N, y = _positive("N", N), np.array(y, dtype=float)  # a copy: the noise draws overwrite it
     D = _positive("D", D) if D is not None else None
     C = _positive("C", C) if C is not None else (6.0 * N * D if D is not None else None)
     if C is None:
@@ -261,6 +272,18 @@ def fit_isoflop(N, y, C=None, D=None, min_points: int = 3, window: float = 0.1, 
 
     res = fit(np.arange(len(N)))
     res.update(n=len(N), window=window)
+    if noise_sd > 0 and bootstrap_k > 0:
+        rng, y0, samples = np.random.default_rng(seed), y.copy(), []
+        for _ in range(bootstrap_k):
+            y[:] = y0 + noise_sd * rng.standard_normal(len(y0))
+            try:
+                samples.append(fit(np.arange(len(N))))
+            except (FitError, np.linalg.LinAlgError):
+                continue
+        y[:] = y0
+        res["intervals"] = intervals(samples, ["a", "b"])
+        res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": len(samples), "noise_sd": noise_sd}
+        return res
     return _with_bootstrap(res, fit, len(N), bootstrap_k, ["a", "b"], strata=bud, seed=seed)
 
 

@@ -90,6 +90,20 @@ def top_starts(starts: np.ndarray, X: np.ndarray, logy: np.ndarray, delta: float
     return starts[np.argsort(losses, kind="stable")[:k]]
 
 
+def param_bounds(logy: np.ndarray, K: int) -> list[tuple[float, float]]:
+    """fit_lse's box for theta = (log E, K log-coefficients, K exponents)."""
+    lo, hi = float(np.min(logy)), float(np.max(logy))
+    return [(lo - 16.0, hi + 2.3)] + [(-A_MAX, A_MAX)] * K + [(0.0, S_MAX)] * K
+
+
+def at_bounds(theta: np.ndarray, logy: np.ndarray) -> list[bool]:
+    """Which parameters of a fit_lse optimum sit on its box: their digits say where the box is,
+    not what the data determine."""
+    K = (len(theta) - 1) // 2
+    return [min(abs(t - a), abs(t - b)) < 1e-6 * max(1.0, abs(a), abs(b))
+            for t, (a, b) in zip(theta, param_bounds(logy, K))]
+
+
 def fit_lse(X: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = 1e-3, top_k: int = 8,
             extra_starts: np.ndarray | None = None) -> tuple[np.ndarray, float, bool]:
     """Minimise the objective from the top_k grid starts (plus extra_starts) -> (theta, loss, converged)."""
@@ -100,8 +114,7 @@ def fit_lse(X: np.ndarray, logy: np.ndarray, starts: np.ndarray, delta: float = 
         chosen = np.vstack([chosen, extra_starts])
     # Bounds keep degenerate fits (E -> 0 on few points) from running to the iteration limit:
     # E between 1e-7 and 10x the data's range, log-coefficients within +-A_MAX, 0 <= s <= S_MAX.
-    lo, hi = float(logy.min()), float(logy.max())
-    bounds = [(lo - 16.0, hi + 2.3)] + [(-A_MAX, A_MAX)] * K + [(0.0, S_MAX)] * K
+    bounds = param_bounds(logy, K)
     best: tuple[np.ndarray, float, bool] | None = None
     for x0 in chosen:
         res = minimize(objective, x0, args=(X, logy, delta), jac=True, method="L-BFGS-B", bounds=bounds,

@@ -164,8 +164,9 @@ def _fit_tasks(g: pd.DataFrame, metrics: list[str], loss: str | None, n_col: str
 def _describe(fit: dict, keys: tuple[str, ...]) -> str:
     if "error" in fit:
         return f"not fitted: {fit['error']}"
-    iv = fit.get("intervals", {})
-    return ", ".join(f"{p}={fit[p]:.4g}" + (f" [{iv[p][0]:.3g}, {iv[p][1]:.3g}]" if p in iv else "") for p in keys)
+    iv, bound = fit.get("intervals", {}), set(fit.get("at_bound", ()))
+    return ", ".join(f"{p} at its bound (not determined)" if p in bound else
+                     f"{p}={fit[p]:.4g}" + (f" [{iv[p][0]:.3g}, {iv[p][1]:.3g}]" if p in iv else "") for p in keys)
 
 
 def _provenance(table: pd.DataFrame) -> pd.DataFrame:

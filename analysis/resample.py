@@ -36,12 +36,6 @@ def cluster_counts(rng: np.random.Generator, n_clusters: int, k: int) -> np.ndar
     return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=k).astype(float)
 
 
-def cluster_weights(rng: np.random.Generator, n_clusters: int, k: int) -> np.ndarray:
-    """Bayesian-bootstrap weights of n clusters in k draws [k, n] (Rubin 1981: flat Dirichlet,
-    scaled to sum to n): like counts of a resample, but every cluster keeps some weight."""
-    return rng.dirichlet(np.ones(n_clusters), size=k) * n_clusters
-
-
 def weighted_line(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares line of y on x with row weights w [k, n], for each of the k rows at once ->
     (slope, weighted mean of x, weighted mean of y), each [k]. A row whose x do not vary has
