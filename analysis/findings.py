@@ -260,8 +260,9 @@ class Judge:
         for metric, value in paper.PARITY.items():
             name = f"parity FLOP ratio, {paper.FIGURE5[metric]} (below 1: Transfusion needs less compute)"
             t, why = self.at_guidance(g, prim.guidance) if metric.startswith("t2i/") else (g, "")
-            self.paired_row(name, value, t, sweep, metric, "paired (primary)", why, sensitivity=True)
-            self.trendline_row(f"{name}; the paper's method", value, t, sweep, metric, why)
+            matched = self.paired_row(name, value, t, sweep, metric, "paired (primary)", why, sensitivity=True)
+            self.trendline_row(f"parity FLOP ratio by the paper's trendline method, {paper.FIGURE5[metric]}", value, t,
+                               sweep, metric, why, primary=not matched)
 
     def guidance_parity(self) -> None:
         """FID parity at the other guidance scales grid.guidance measured on the parity sweep (its
@@ -277,12 +278,14 @@ class Judge:
             self.paired_row(name, None, t, sweep, metric, f"paired; {EXPLORATORY}", why)
 
     def paired_row(self, name: str, paper_value: float | None, g: pd.DataFrame, sweep: str, metric: str,
-                   estimator: str, why: str = "", sensitivity: bool = False) -> None:
-        """One matched-setting parity row (analysis/paired.py), or why there is none."""
+                   estimator: str, why: str = "", sensitivity: bool = False) -> bool:
+        """One matched-setting parity row (analysis/paired.py), or why there is none; False where
+        the runs hold no matched design (the trendline method is then the primary)."""
         paper_txt = _fmt(paper_value) if paper_value is not None else "–"
 
-        def missing(reason: str, ours: str = "–") -> None:
+        def missing(reason: str, ours: str = "–", matched: bool = True) -> bool:
             self.rows.append(Finding(name, paper_txt, ours, "inconclusive", f"{sweep}; {reason}", sweep, estimator))
+            return matched
 
         if why or g.empty or metric not in g:
             return missing(f"not measured: {why or f'no runs of {sweep} with {metric}'}")
@@ -292,7 +295,7 @@ class Judge:
         try:
             p = paired_parity(g, metric)
         except PairingError as exc:
-            return missing(f"not measured: {exc}")
+            return missing(f"not measured: {exc}", matched=False)
         lo, hi = p["interval"]
         iv = p["log_interval"]
         glo, ghi = p["gap_interval"]
@@ -311,10 +314,14 @@ class Judge:
         self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
                                  "; ".join(notes) + self.other_network(sweep, metric), sweep, estimator,
                                  _inside(paper_value, lo, hi), _pct(p["extrapolated_share"])))
+        return True
 
-    def trendline_row(self, name: str, paper_value: float, g: pd.DataFrame, sweep: str, metric: str, why: str) -> None:
-        """The paper's trendline parity (analysis/parity.py), secondary, with a converged interval."""
-        est, paper_txt = "trendline (paper's; secondary)", _fmt(paper_value)
+    def trendline_row(self, name: str, paper_value: float, g: pd.DataFrame, sweep: str, metric: str, why: str,
+                      primary: bool = False) -> None:
+        """The paper's trendline parity (analysis/parity.py) with a converged interval: secondary,
+        or primary where no setting ran in both families."""
+        est = "trendline (paper's; primary: no matched settings)" if primary else "trendline (paper's; secondary)"
+        paper_txt = _fmt(paper_value)
         if why or g.empty or metric not in g:
             self.rows.append(Finding(name, paper_txt, "–", "inconclusive", f"{sweep}; not measured: "
                                      f"{why or f'no runs of {sweep} with {metric}'}", sweep, est))

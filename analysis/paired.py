@@ -97,6 +97,8 @@ def matched(table: pd.DataFrame, metric: str, c_col: str = "flops") -> pd.DataFr
     out[RATIO_KEY] = np.round(out["D_budget"].to_numpy(float) / n).astype(int)
     out["cluster"] = out.groupby(list(SETTING), sort=False).ngroup().to_numpy()
     out["group"] = pd.factorize(out[RATIO_KEY])[0]
+    if (out.groupby("group")["xa"].nunique() < 2).any():
+        out["group"] = 0  # a ratio run at one size only: no slope within it, so one group for all
     return out
 
 
@@ -175,9 +177,16 @@ class Paired:
         return {"gap": gap, "slope_a": s_a, "gap_slope": fd["slope"], "log_ratio": _log_ratio(gap, s_a, self.higher)}
 
     def draws(self, rng: np.random.Generator, k: int) -> np.ndarray:
-        """k bootstrap draws of (log ratio, gap), settings drawn with all their seed replicates."""
+        """k bootstrap draws of (log ratio, gap), settings drawn with all their seed replicates.
+        Each draw's gap and slope deviate from the point estimate by sqrt(G / (G - 1)) times
+        what the resample gave: the bootstrap variance of a statistic over G clusters is
+        (G - 1) / G of its variance (the small-sample factor of cluster-robust errors, CR1),
+        which matters at toy-paper's 12 settings."""
         e = self.estimate(cluster_counts(rng, self.n_clusters, k)[:, self.members])
-        return np.stack([e["log_ratio"], e["gap"]], 1)
+        c = math.sqrt(self.n_clusters / (self.n_clusters - 1))
+        gap = self.point["gap"] + c * (e["gap"] - self.point["gap"])
+        slope = self.point["slope_a"] + c * (e["slope_a"] - self.point["slope_a"])
+        return np.stack([_log_ratio(gap, slope, self.higher), gap], 1)
 
 
 def paired_parity(table: pd.DataFrame, metric: str, c_col: str = "flops", seed: int = 0, **resampling) -> dict:

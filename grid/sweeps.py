@@ -19,9 +19,10 @@ calibration peak on 2 cores, longest run first (grid/estimates.py, measured on t
 issue 16):
 
     demo               cpu-0.027M .. cpu-0.11M x 3 budgets x 2 families + seed 1: 24 runs, ~15 min
-    toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1: 30 runs,
-                       ~2.6 h (cpu-0.8M is most of it)
-    isoflop            4 compute budgets x 4 sizes x 2 families: 32 runs, ~30 min
+    toy-paper          cpu-0.056M .. cpu-0.8M (4 sizes) x 3 budgets x 2 families + seed 1, and seeds
+                       1 and 2 at the largest setting: 34 runs, ~5.2 h (cpu-0.8M is most of it)
+    isoflop            4 compute budgets x 4 sizes, 3 larger budgets x 4 larger sizes, x 2 families:
+                       56 runs, ~2.7 h
     lr-sweep           4 sizes x 6 learning rates x 2 families at 20 elements per parameter: 48
                        runs, ~68 min
     world-calibration  5 worlds x 2 families at cpu-0.33M, 20 elements per parameter: 10 runs, ~44 min
@@ -239,7 +240,7 @@ def demo() -> list[RunSpec]:
 def toy_paper() -> list[RunSpec]:
     """4 sizes (cpu-0.056M .. cpu-0.8M) x 5/16/50 elements per parameter x 2 families, and a
     second seed at cpu-0.056M, and seeds 1 and 2 at the largest setting (cpu-0.8M, 50 per
-    parameter) where the parities are read: 34 runs, ~8 hours on 2 cores (see the module docstring)."""
+    parameter) where the parities are read: 34 runs, ~5.2 hours on 2 cores (see the module docstring)."""
     sizes = ("cpu-0.056M", "cpu-0.11M", "cpu-0.33M", "cpu-0.8M")
     base = _cpu_base()
     grid = _per_param_grid(base, sizes)
@@ -267,7 +268,7 @@ ISOFLOP_UPPER_SIZES = ("cpu-0.056M", "cpu-0.11M", "cpu-0.33M", "cpu-0.8M")
 def isoflop() -> list[RunSpec]:
     """4 budgets x 4 sizes and 3 larger budgets x 4 larger sizes, x 2 families at D = C / 6N,
     held-out losses and text benchmarks only, the toy learning rates: N*(C) fitted on our own
-    runs (analysis). ~30 minutes on 2 cores for the first 32 runs, ~3 hours for the other 24."""
+    runs (analysis). ~30 minutes on 2 cores for the first 32 runs, ~2.2 hours for the other 24."""
     base = replace(_cpu_base(), eval=EvalConfig(benchmarks=("text",)))
     grid = [(c, s) for c in ISOFLOP_BUDGETS for s in ISOFLOP_SIZES]
     grid += [(c, s) for c in ISOFLOP_UPPER_BUDGETS for s in ISOFLOP_UPPER_SIZES]

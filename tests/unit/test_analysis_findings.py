@@ -92,6 +92,8 @@ def test_parity_verdict_on_a_sweep_where_transfusion_is_cheaper():
     row = _row(f, "parity FLOP ratio, C4 perplexity")
     ratio = float(row["ours [95%]"].split(" ")[0])
     assert ratio == pytest.approx(0.5, rel=0.1) and row["verdict"] == "reproduced" and row["paper"] == "0.489"
+    lo, hi = (float(v) for v in row["ours [95%]"].split("[")[1].rstrip("]").split(", "))
+    assert row["estimator"] == "paired (primary)" and row["paper's value"] == ("inside" if lo <= 0.489 <= hi else "excluded")
     assert _row(f, "parity FLOP ratio, image generation FID")["verdict"] == "inconclusive"  # not measured
 
 
@@ -112,15 +114,25 @@ def _parity_sweep(sweep: str, seed_gap: float) -> list[dict]:
 def test_parity_uses_the_seed_noise_of_its_own_sweep():
     """A noisier scaling sweep beside toy-paper (the demo, say) leaves toy-paper's parity interval
     as toy-paper's own report gives it; the seed sd the interval used is in the note."""
-    alone = _row(findings(pd.DataFrame(_parity_sweep("toy-paper", 0.02)), bootstrap_k=100), "parity FLOP ratio, C4")
+    name = "parity FLOP ratio by the paper's trendline method, C4"
+    alone = _row(findings(pd.DataFrame(_parity_sweep("toy-paper", 0.02)), bootstrap_k=100), name)
     both = pd.DataFrame(_parity_sweep("toy-paper", 0.02) + _parity_sweep("demo", 1.0))
-    beside = _row(findings(both, bootstrap_k=100), "parity FLOP ratio, C4")
+    beside = _row(findings(both, bootstrap_k=100), name)
     assert beside["ours [95%]"] == alone["ours [95%]"] and beside["verdict"] == "reproduced"
-    assert "seed sd 0.014 (log)" in beside["runs and notes"]
+    assert "target seed sd 0.014 (log)" in beside["runs and notes"]
+    assert beside["estimator"] == "trendline (paper's; secondary)"
     # without replicates of its own, the pool over the scaling sweeps stands in
     no_seeds = [r for r in _parity_sweep("toy-paper", 0.0) if r["seed"] == 0]
-    pooled = _row(findings(pd.DataFrame(no_seeds + _parity_sweep("demo", 1.0)), bootstrap_k=100), "parity FLOP ratio, C4")
-    assert "seed sd 0.71 (log)" in pooled["runs and notes"] and pooled["verdict"] == "inconclusive"
+    pooled = _row(findings(pd.DataFrame(no_seeds + _parity_sweep("demo", 1.0)), bootstrap_k=100), name)
+    assert "target seed sd 0.71 (log)" in pooled["runs and notes"] and pooled["verdict"] == "inconclusive"
+
+
+def test_without_matched_settings_the_trendline_method_is_primary():
+    rows = [dict(r, size=f"{r['family']}-{r['size']}") for r in _parity_sweep("toy-paper", 0.02)]
+    f = findings(pd.DataFrame(rows), bootstrap_k=100)
+    assert "no setting (size, D, seed) ran in both families" in _row(f, "parity FLOP ratio, C4")["runs and notes"]
+    row = _row(f, "parity FLOP ratio by the paper's trendline method, C4")
+    assert row["estimator"] == "trendline (paper's; primary: no matched settings)" and row["verdict"] == "reproduced"
 
 
 def test_given_only_keeps_the_findings_of_the_sweeps_given():
@@ -147,7 +159,7 @@ def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path)
         for c in np.geomspace(1e11, 1e13, 8):
             name = f"{fam}-{c:.0e}"
             fid = lambda shift: 100 * (c * shift / 1e11) ** -0.3  # noqa: E731
-            runs.append({"sweep": "toy-paper", "family": fam, "size": name, "seed": 0, "D": c / 6e5,
+            runs.append({"sweep": "toy-paper", "family": fam, "size": f"s{c:.0e}", "seed": 0, "D": c / 6e5,
                          "D_budget": c / 6e5, "n_nonembedding": 1e5, "flops": c, "run": name,
                          "path": str(sweep / name), "eval.cfg_scale": 5.0, "t2i/fid": fid(shift_own)})
             rows.append({"run": f"results/toy-paper/{name}", "cfg_scale": 1.0, "t2i/fid": fid(shift_low)})
@@ -158,5 +170,5 @@ def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path)
     f = findings(table, bootstrap_k=50)
     assert _row(f, "parity FLOP ratio, image generation FID (below 1")["verdict"] == "reproduced"
     low = _row(f, "parity FLOP ratio, image generation FID, at guidance 1 ")
-    assert "evals.json, use 5;" in low["finding"]
+    assert low["estimator"] == "paired; exploratory"
     assert float(low["ours [95%]"].split(" ")[0]) == pytest.approx(2.0, rel=0.1) and low["verdict"] == "not reproduced"
