@@ -302,7 +302,7 @@ class Judge:
         notes = [f"{sweep}, {p['n_pairs']} matched pairs in {p['n_settings']} settings",
                  f"Transfusion / Chameleon {metric} at C={p['C_target']:.2g}: {sig2(p['gap'])} [{sig2(glo)}, {sig2(ghi)}]",
                  f"Transfusion's slope {p['slope_a']:.3f}",
-                 f"{iv.resamples} resamples, Monte-Carlo error {_pct(iv.rel_error())} of the log width"]
+                 f"{iv.resamples} resamples, Monte-Carlo error {_mc(iv.rel_error())} of the log width"]
         if sensitivity:
             for n_def in ("with_head", "with_patch"):
                 try:
@@ -336,7 +336,7 @@ class Judge:
         b = p["bootstrap"]
         basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
                  + (f"; target seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
-                 + f"; {b['resamples']} resamples, Monte-Carlo error {_pct(b['rel_mc_error'])} of the log width")
+                 + f"; {b['resamples']} resamples, Monte-Carlo error {_mc(b['rel_mc_error'])} of the log width")
         self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
                                  basis, sweep, est, _inside(paper_value, lo, hi), _pct(p.get("extrapolated_share", math.nan))))
 
@@ -475,6 +475,11 @@ class Judge:
 
 def _pct(v: float) -> str:
     return f"{100 * v:.0f}%" if math.isfinite(v) and v >= 0.01 else ("<1%" if math.isfinite(v) else "–")
+
+
+def _mc(v: float) -> str:
+    """A Monte-Carlo error as a share of the interval's width (nan: an endpoint is infinite)."""
+    return f"{100 * v:.1f}%" if math.isfinite(v) else "– (an endpoint is infinite)"
 
 
 def _setting(d: dict) -> str:

@@ -38,7 +38,7 @@ variance (two-step least squares), because a 5-per-parameter run is ten times no
 Intervals. A cluster bootstrap over settings: a setting (size, data budget) is drawn with all
 its seed replicates, so replicates never stand in for independent settings; each resample
 refits both lines and their weights, so the slope's and the weights' uncertainty reach the
-ratio. Resampling runs until the endpoints' Monte-Carlo error is under 1% of the interval's
+ratio. Resampling runs until the endpoints' Monte-Carlo error is under 0.4% of the interval's
 log width (analysis/resample.py). The share of draws whose compute lies outside
 Transfusion's runs says how much of the interval extrapolates. In 1,500 simulations per ratio
 of toy-paper's design with its C4 slope and noise (tests/unit/test_analysis_paired.py) the 95%
