@@ -12,15 +12,25 @@ bidirectional image attention helps), and so on. Ours comes with a 95% interval;
     not reproduced   the whole interval lies on the other side
     inconclusive     the interval holds 1 (or nothing was measured: the note says what is missing)
 
+Each finding is judged by the one primary analysis analysis/primary.py fixes for its kind; the
+"estimator" column names it and labels anything else (the paper's trendline method, other
+guidance scales) secondary or exploratory. "paper's value" says whether the paper's number lies
+inside our interval, "extrapolated" which share of the bootstrap draws needs compute outside the
+runs. A ratio is formed only where both sides beat the metric's chance reference beyond their
+intervals (analysis/chance.py); the row says "at chance" otherwise.
+
+Parity ratios: the matched-setting estimator of analysis/paired.py where both families ran the
+same settings, with a converged cluster bootstrap (analysis/resample.py), and at two more
+definitions of N in the notes; the paper's trendline method (analysis/parity.py) beside it, its
+target redrawn with the seed noise of the parity sweep's own seed replicates.
+
 An ablation ratio compares two runs that differ only in the knob. Its interval, in log space,
 adds each run's own 95% interval (evals.json `<key>_lo/_hi`: bootstrap over images, Wilson for
 accuracies) and the seed noise of one run (analysis/seeds.py, pooled over the scaling sweeps'
 seed replicates): a difference that one seed could make is not a finding. A ratio of two such
-ratios (does the gap narrow?) adds the four runs' variances. Parity ratios come from
-analysis/parity.py with its bootstrap (the trendline's runs resampled, the target redrawn with
-the seed noise of the parity sweep's own seed replicates, as the sweep's own report draws it; the
-pool only where that sweep has none). The paper's values are analysis/paper.py's; our toy models are 10^3-10^4 times
-smaller, so only the side of 1 is compared, never the size.
+ratios (does the gap narrow?) adds the four runs' variances. The paper's values are
+analysis/paper.py's; our toy models are 10^3-10^4 times smaller, so only the side of 1 is a
+verdict, and an excluded paper value is a finding about scale.
 """
 
 from __future__ import annotations

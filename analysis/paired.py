@@ -38,7 +38,7 @@ variance (two-step least squares), because a 5-per-parameter run is ten times no
 Intervals. A cluster bootstrap over settings: a setting (size, data budget) is drawn with all
 its seed replicates, so replicates never stand in for independent settings; each resample
 refits both lines and their weights, so the slope's and the weights' uncertainty reach the
-ratio. Resampling runs until the endpoints' Monte-Carlo error is under 0.4% of the interval's
+ratio, and each draw's deviation is scaled by sqrt(G / (G - 1)) for G settings (CR1). Resampling runs until the endpoints' Monte-Carlo error is under 0.4% of the interval's
 log width (analysis/resample.py). The share of draws whose compute lies outside
 Transfusion's runs says how much of the interval extrapolates. In 1,500 simulations per ratio
 of toy-paper's design with its C4 slope and noise (tests/unit/test_analysis_paired.py) the 95%
@@ -210,8 +210,7 @@ def paired_parity(table: pd.DataFrame, metric: str, c_col: str = "flops", seed: 
     outside = (needed < xa_lo - 1e-9) | (needed > xa_hi + 1e-9)
     return {
         "metric": metric, "c_col": c_col, "higher_is_better": higher,
-        "ratio": math.exp(point["log_ratio"]) if math.isfinite(point["log_ratio"]) else
-        (math.inf if point["log_ratio"] > 0 else 0.0),
+        "ratio": _exp(point["log_ratio"]),
         "interval": [_exp(iv.lo), _exp(iv.hi)], "log_interval": iv,
         "gap": math.exp(point["gap"]), "gap_interval": [_exp(gap_iv.lo), _exp(gap_iv.hi)], "gap_log_interval": gap_iv,
         "slope_a": point["slope_a"], "gap_slope": point["gap_slope"],
@@ -222,4 +221,5 @@ def paired_parity(table: pd.DataFrame, metric: str, c_col: str = "flops", seed: 
 
 
 def _exp(v: float) -> float:
-    return math.exp(v) if not math.isnan(v) else math.nan
+    """exp, with exp(+-inf) = inf or 0 (a ratio that cannot be reached) and nan kept."""
+    return math.nan if math.isnan(v) else (math.inf if v == math.inf else math.exp(v))

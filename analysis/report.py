@@ -57,11 +57,14 @@ FLOORS_NOTE = ("Each cell shows a metric's value, its 95% interval in brackets w
                "themselves, ref_unigram a context-free model of the same text. A score that does not beat its "
                "chance references measures nothing.")
 
-FINDINGS_NOTE = ("Each of the paper's findings as a ratio whose side of 1 is the paper's claim, with its 95% interval "
-                 "(run intervals and seed noise; analysis/findings.py): reproduced when the whole interval lies on the "
-                 "paper's side of 1, not reproduced when it lies on the other side, inconclusive when it holds 1. Our "
-                 "models are 10^3-10^4 times smaller than the paper's, so the paper's value shows the direction to "
-                 "compare, not a size to match.")
+FINDINGS_NOTE = ("Each of the paper's findings as a ratio whose side of 1 is the paper's claim, by the one primary "
+                 "analysis analysis/primary.py fixes for it (the estimator column labels anything else secondary or "
+                 "exploratory), with a converged 95% interval: reproduced when the whole interval lies on the paper's "
+                 "side of 1, not reproduced when it lies on the other side, inconclusive when it holds 1. \"paper's "
+                 "value\" says whether the paper's number lies inside our interval, \"extrapolated\" what share of the "
+                 "bootstrap draws needs compute outside the runs. A ratio whose runs do not beat the metric's chance "
+                 "reference is not formed. Our models are 10^3-10^4 times smaller than the paper's, so an excluded "
+                 "paper value is a finding about scale.")
 # The held-out loss the saturating laws are fitted to (nats per token; the first one the runs recorded).
 LOSS_METRICS = ("text_c4/nll", "text_c4/lm")
 # Ablation tables show the figure's benchmarks and the checked captions (a powered captioning measure).
@@ -112,7 +115,7 @@ class Report:
                             f"<figcaption>{html.escape(cap)}</figcaption></figure>")
         style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
                  "td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}"
-                 "table.findings td{text-align:left}table.findings td:nth-child(4){font-weight:bold}")
+                 "table.findings td{text-align:left}table.findings td:nth-child(5){font-weight:bold}")
         return f"<!doctype html><html><head><meta charset='utf-8'><title>Scaling report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
 
 
