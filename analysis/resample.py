@@ -20,7 +20,7 @@ make it finite.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -62,7 +62,7 @@ class Interval:
     valid: int  # draws that were not nan (nan: a resample that cannot be fitted)
     mc_error: float  # the larger endpoint's Monte-Carlo standard error, nan where an endpoint is infinite
     converged: bool  # mc_error <= REL_ERROR * (hi - lo), or an endpoint is infinite
-    draws: np.ndarray  # the valid draws, for shares (how many extrapolate, say)
+    draws: np.ndarray = field(repr=False)  # the valid draws, for shares (how many extrapolate, say)
 
     def rel_error(self) -> float:
         width = self.hi - self.lo
@@ -72,7 +72,8 @@ class Interval:
 def _endpoint(sorted_draws: np.ndarray, q: float) -> tuple[float, float]:
     """The q-th percentile of sorted draws and its Monte-Carlo standard error (module docstring)."""
     k = len(sorted_draws)
-    value = float(np.quantile(sorted_draws, q))
+    # a draw itself, not an interpolation: between two infinite draws that would be inf - inf
+    value = float(np.quantile(sorted_draws, q, method="inverted_cdf"))
     half = math.sqrt(k * q * (1 - q))
     lo_rank = min(max(int(math.floor(k * q - half)), 0), k - 1)
     hi_rank = min(max(int(math.ceil(k * q + half)), 0), k - 1)

@@ -13,6 +13,7 @@ from analysis.chance import beyond_chance, chance_reference
 from analysis.findings import sig2
 from analysis.paired import PairingError, paired_parity
 from analysis.parity import family_parity
+from analysis.resample import summarize
 from grid.sweeps import get_sweep
 from model.accounting import backbone_params
 from model.sizes import get_size
@@ -131,6 +132,11 @@ def test_the_committed_runs_give_converged_endpoints():
     assert iv.converged and iv.resamples >= 10_000 and iv.rel_error() < 0.01
     assert {(sig2(r["interval"][0]), sig2(r["interval"][1])) for r in
             (paired_parity(table, METRIC, seed=s) for s in range(1, 5))} == {(sig2(res["interval"][0]), sig2(res["interval"][1]))}
+
+
+def test_an_endpoint_among_unreachable_draws_is_infinite_not_nan():
+    iv = summarize(np.r_[np.linspace(-1, 1, 900), np.full(100, np.inf)])
+    assert iv.hi == math.inf and iv.lo == pytest.approx(-0.945, abs=0.01) and iv.converged
 
 
 def test_settings_run_by_one_family_only_are_left_out_and_too_few_refused():
