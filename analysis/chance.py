@@ -8,7 +8,8 @@ evals.json stores, beside each benchmark, what trivial answers score on the same
 unigram model). The chance reference of a metric is the best of them, in the metric's own
 direction: a model that does no better has learnt nothing the benchmark measures, and a ratio
 of two such numbers (a parity, say) is a ratio of noise. A run beats chance when its whole 95%
-interval (`<metric>_lo/_hi`; the value itself where none was recorded) is on the better side.
+interval is on the better side: `<metric>_lo/_hi`, or where none was recorded (CIDEr) the value
+give or take 1.96 seed standard deviations.
 """
 
 from __future__ import annotations
@@ -35,22 +36,28 @@ def chance_reference(row: pd.Series | dict, metric: str) -> tuple[float, str] | 
     return max(refs) if higher else min(refs)
 
 
-def _bound(row: pd.Series, metric: str, higher: bool) -> float:
-    """The run's interval end nearest chance: lo for higher-is-better, hi for lower."""
+def _bound(row: pd.Series, metric: str, higher: bool, log_sd: float) -> float:
+    """The run's interval end nearest chance: lo for higher-is-better, hi for lower; where the
+    run records no interval (CIDEr), its value moved 1.96 seed standard deviations (log_sd, in
+    log) towards chance."""
     end = row.get(f"{metric}_lo" if higher else f"{metric}_hi")
-    return float(end) if end is not None and isinstance(end, (int, float)) and math.isfinite(end) else float(row[metric])
+    if end is not None and isinstance(end, (int, float)) and math.isfinite(end):
+        return float(end)
+    shift = 1.959964 * (log_sd if math.isfinite(log_sd) else 0.0)
+    return float(row[metric]) * math.exp(-shift if higher else shift)
 
 
-def beyond_chance(runs: pd.DataFrame, metric: str) -> tuple[bool, str]:
+def beyond_chance(runs: pd.DataFrame, metric: str, log_sd: float = math.nan) -> tuple[bool, str]:
     """(True, "") when every run's interval beats its chance reference (a run that records none
-    counts as beating it); else (False, the numbers)."""
+    counts as beating it); else (False, the numbers). log_sd: one run's seed noise of the metric
+    (log), the interval of a run that records none."""
     higher = direction(metric)[0]
     failing = []
     for _, r in runs.iterrows():
         ref = chance_reference(r, metric)
         if ref is None or not math.isfinite(float(r.get(metric, math.nan))):
             continue
-        bound = _bound(r, metric, higher)
+        bound = _bound(r, metric, higher, log_sd)
         if (bound <= ref[0]) if higher else (bound >= ref[0]):
             failing.append(f"{r['family']} {r['size']} seed {r['seed']}: {float(r[metric]):.3g} against "
                            f"{ref[1]} {ref[0]:.3g}")

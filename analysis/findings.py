@@ -193,7 +193,7 @@ class Judge:
             if (r[metric] <= 0).any():
                 return f"{sweep}: {metric} is {r[metric].min():.3g} at {_setting(setting)} (no log ratio)"
         for r in (ra, rb):
-            ok, numbers = beyond_chance(r, metric)
+            ok, numbers = beyond_chance(r, metric, self._sigma.get(metric, math.nan))
             if not ok:
                 return AtChance(f"not beyond chance: {numbers}")
         sigma = self._sigma.get(metric, math.nan)
@@ -299,7 +299,7 @@ class Judge:
 
         if why or g.empty or metric not in g:
             return missing(f"not measured: {why or f'no runs of {sweep} with {metric}'}")
-        ok, numbers = beyond_chance(self.target_runs(g), metric)
+        ok, numbers = beyond_chance(self.target_runs(g), metric, self._parity_sigma.get(metric, math.nan))
         if not ok:
             return missing(f"not beyond chance at the compared compute: {numbers}", "at chance")
         try:

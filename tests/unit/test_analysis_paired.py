@@ -164,3 +164,5 @@ def test_chance_is_the_best_trivial_reference_and_runs_must_beat_it_beyond_their
     assert beyond_chance(pd.DataFrame([run]), "caption/cider")[0]
     ok, why = beyond_chance(pd.DataFrame([run]), "t2i/fid")  # 20 < 23.1, but its interval reaches 24
     assert not ok and "random 23.1" in why
+    # CIDEr records no interval: one seed's noise stands in for it (0.9 / 0.85 is 0.057 in log)
+    assert not beyond_chance(pd.DataFrame([run]), "caption/cider", log_sd=0.1)[0]
