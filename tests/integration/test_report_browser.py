@@ -27,7 +27,7 @@ window.addEventListener('load', () => {
   const rows = [...document.querySelectorAll('table#findings tbody tr')];
   const out = {images: imgs.length, rendered: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
                widths: imgs.map(i => i.naturalWidth), findings: rows.length,
-               verdicts: rows.map(r => r.cells[3].textContent.trim())};
+               verdicts: rows.map(r => r.cells[4].textContent.trim())};
   const pre = document.createElement('pre'); pre.id = 'check'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
