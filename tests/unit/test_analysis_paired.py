@@ -19,7 +19,7 @@ from model.accounting import backbone_params
 from model.sizes import get_size
 
 METRIC = "text_c4/ppl"
-# toy-paper's C4 perplexity (results/toy-paper, issue 26's measurements): the slope of log
+# toy-paper's C4 perplexity (measured on results/toy-paper): the slope of log
 # perplexity on log C; each run's seed noise (sd in log) at 5, 16 and 50 elements per parameter,
 # from the seed pairs' differences 0.18, 0.03 and ~0.01 over sqrt(2); and the trendline's
 # misspecification, the mean residual at each ratio (+0.19, -0.05, -0.15), shared by both
@@ -86,7 +86,7 @@ def _coverage(parity: float, method: str = "paired") -> tuple[float, float]:
 # 0.5: 95.9%, 1: 92.5%, 3: 93.3%, 0.03: 99.7% (standard error ~0.6 points). Near parity the
 # interval is a little short of 95% (with 4 settings per noise group its width is uncertain),
 # far from parity it is conservative; the floor below is what 300 simulations of a 92.5%
-# interval pass, not the 93% the issue asked for.
+# interval pass, not the 93% that was the target.
 @pytest.mark.parametrize("parity", [0.5, 1.0, 3.0])
 def test_the_paired_interval_covers_the_truth_95_percent_of_the_time(parity):
     cover, _ = _coverage(parity)

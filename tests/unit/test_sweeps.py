@@ -59,7 +59,7 @@ TOY_SWEEPS = ("demo", "toy-paper")
 # elements per parameter, two seeds and 1,000-image FIDs need ~14-16 (grid/sweeps.py's docstring).
 # An ablation's 30 minutes gave way to U-Net patches (issue 16's measured run times): the
 # patch-size ablation has four U-Net runs, the encoder-size one three.
-# toy-paper and isoflop grew for issue 26 (3 seeds at toy-paper's largest setting; IsoFLOP
+# toy-paper and isoflop grew (3 seeds at toy-paper's largest setting; IsoFLOP
 # budgets up to 1.6e13 that bracket the optimum): several sessions' worth, launched idempotently.
 TIME_BUDGET_MIN = {"demo": 20, "toy-paper": 330, "isoflop": 170, "world-calibration": 60,
                    **{a: 30 for a in ABLATION_KNOBS}, "ablation-patch": 45, "ablation-encoder-size": 45}
