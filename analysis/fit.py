@@ -236,7 +236,7 @@ def fit_isoflop(N, y, C=None, D=None, min_points: int = 3, window: float = 0.1, 
     cannot be fitted, so with few sizes per budget only the draws that keep every size succeed
     and the interval collapses onto the estimate; redrawing the noise keeps the design.
     """
-    N, y = _positive("N", N), np.array(y, dtype=float)  # a copy: the noise draws overwrite it
+    N, y = _positive("N", N), np.asarray(y, float)
     D = _positive("D", D) if D is not None else None
     C = _positive("C", C) if C is not None else (6.0 * N * D if D is not None else None)
     if C is None:
@@ -245,7 +245,7 @@ def fit_isoflop(N, y, C=None, D=None, min_points: int = 3, window: float = 0.1, 
         D = C / (6.0 * N)
     bud = budget_ids(C, rel_tol)
 
-    def fit(idx: np.ndarray) -> dict:
+    def fit(idx: np.ndarray, y: np.ndarray = y) -> dict:
         rows, dropped = [], []
         for b in np.unique(bud[idx]):
             sel = idx[bud[idx] == b]
@@ -273,14 +273,12 @@ def fit_isoflop(N, y, C=None, D=None, min_points: int = 3, window: float = 0.1, 
     res = fit(np.arange(len(N)))
     res.update(n=len(N), window=window)
     if noise_sd > 0 and bootstrap_k > 0:
-        rng, y0, samples = np.random.default_rng(seed), y.copy(), []
+        rng, every, samples = np.random.default_rng(seed), np.arange(len(N)), []
         for _ in range(bootstrap_k):
-            y[:] = y0 + noise_sd * rng.standard_normal(len(y0))
             try:
-                samples.append(fit(np.arange(len(N))))
+                samples.append(fit(every, y + noise_sd * rng.standard_normal(len(y))))
             except (FitError, np.linalg.LinAlgError):
                 continue
-        y[:] = y0
         res["intervals"] = intervals(samples, ["a", "b"])
         res["bootstrap"] = {"resamples": bootstrap_k, "succeeded": len(samples), "noise_sd": noise_sd}
         return res

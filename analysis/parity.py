@@ -15,8 +15,8 @@ Bootstrap intervals resample A's runs, refit A's trendline and recompute the rat
 largest run (its compute and measured result) is the target, so B's trendline, which the ratio
 does not use, needs no resampling. The resampling goes on until the interval's endpoints are
 converged (analysis/resample.py: at least `bootstrap_k` draws and at least 10,000; a draw whose
-trendline does not improve is dropped), and reports the share of draws that extrapolate. With `seed_sigma` (analysis/seeds.py: the log-space spread
-of one run's metric across seeds) each resample also redraws the target as
+trendline does not improve is dropped), and reports the share of draws that extrapolate. With
+`seed_sigma` (analysis/seeds.py: the log-space spread of one run's metric across seeds) each resample also redraws the target as
 y_B * exp(seed_sigma * z / sqrt(m)), z standard normal, m the runs averaged at B's largest
 compute, so the interval covers the seed noise of the run compared against.
 """
