@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +53,8 @@ from analysis.parity import family_parity
 from analysis.primary import EXPLORATORY, FLOP_DEFINITIONS, PRIMARY
 from analysis.resample import MIN_RESAMPLES
 from analysis.seeds import seed_sigma
+from analysis.verdicts import Z95, AtChance, Finding, Ratio, fmt3, inside, mc_share, over, pct, sig2, verdict
 
-Z95 = 1.959964
 PARITY_SWEEP = "toy-paper"  # the scaling sweep the parity ratios and exponents come from, where present
 ISOFLOP_SWEEP, ISOFLOP_METRIC = "isoflop", "text_c4/nll"
 NO_PAPER_VALUE = "no paper value"
@@ -63,75 +62,6 @@ NO_PAPER_VALUE = "no paper value"
 MARKERS = ("<!-- findings: written by `python analysis/findings.py results` -->", "<!-- /findings -->")
 HOFFMANN_A = 0.49  # N* ~ C^a, Hoffmann et al. 2022 Table 2 (approach 2): the reference for our IsoFLOP exponent
 ISOFLOP_DRAWS = 2000  # each refits a parabola per budget in Python; the exponent is printed to 2 decimals
-
-
-@dataclass
-class Finding:
-    """One row of the findings table."""
-
-    finding: str
-    paper: str
-    ours: str
-    verdict: str
-    basis: str
-    sweep: str  # the sweep it is judged on
-    estimator: str = "–"
-    paper_inside: str = "–"  # whether the paper's value lies inside our interval
-    extrapolated: str = "–"  # share of bootstrap draws outside the runs' computes
-
-
-class AtChance(str):
-    """Why a ratio was not computed: its runs do not beat the metric's chance reference."""
-
-
-def sig2(v: float) -> str:
-    """v to 2 significant figures, without an exponent between 1e-3 and 1e4: what a converged
-    bootstrap endpoint is determined to."""
-    if not math.isfinite(v):
-        return "inf" if v > 0 else ("-inf" if v < 0 else "nan")
-    if v == 0:
-        return "0"
-    r = float(f"{v:.2g}")
-    return f"{r:g}" if 1e-3 <= abs(r) < 1e4 else f"{r:.1e}"
-
-
-def _inside(paper_value: float | None, lo: float, hi: float) -> str:
-    if paper_value is None or not math.isfinite(paper_value):
-        return "–"
-    return "inside" if lo <= paper_value <= hi else "excluded"
-
-
-@dataclass
-class Ratio:
-    """A ratio with a 95% interval, as the log of its value and the log-space standard error."""
-
-    log: float
-    se: float
-    note: str = ""
-
-    def interval(self) -> tuple[float, float]:
-        return math.exp(self.log - Z95 * self.se), math.exp(self.log + Z95 * self.se)
-
-    def __truediv__(self, other: "Ratio") -> "Ratio":
-        notes = dict.fromkeys(filter(None, (self.note, other.note)))  # each once, in order
-        return Ratio(self.log - other.log, math.hypot(self.se, other.se), "; ".join(notes))
-
-
-def _over(a: "Ratio | str", b: "Ratio | str") -> "Ratio | str":
-    """a / b for two measured ratios (does the gap narrow?); else what is missing."""
-    if isinstance(a, Ratio) and isinstance(b, Ratio):
-        return a / b
-    return a if isinstance(a, str) else b
-
-
-def _verdict(lo: float, hi: float, paper_above_one: bool) -> str:
-    if lo > 1 or hi < 1:
-        return "reproduced" if (lo > 1) == paper_above_one else "not reproduced"
-    return "inconclusive"
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}"
 
 
 def _log_se(row: pd.Series, metric: str) -> float:
@@ -214,7 +144,7 @@ class Judge:
             lo, hi = ratio.interval()
             at = ", ".join(f"{v:g}" for v in sorted(scales))
             return (f"measured at guidance {at} only, and the primary is the paper's ablation scale {want:g}; "
-                    f"{EXPLORATORY} at {at}: {_fmt(math.exp(ratio.log))} [{_fmt(lo)}, {_fmt(hi)}]")
+                    f"{EXPLORATORY} at {at}: {fmt3(math.exp(ratio.log))} [{fmt3(lo)}, {fmt3(hi)}]")
         return ratio
 
     def other_network(self, sweep: str, metric: str) -> str:
@@ -227,7 +157,7 @@ class Judge:
 
     def add(self, finding: str, paper_value: float | None, ours: Ratio | str, paper_above_one: bool,
             basis: str, estimator: str = "matched runs") -> None:
-        paper_txt = _fmt(paper_value) if paper_value is not None else "–"
+        paper_txt = fmt3(paper_value) if paper_value is not None else "–"
         if isinstance(ours, AtChance):
             self.rows.append(Finding(finding, paper_txt, "at chance", "inconclusive", f"{basis}; {ours}", basis, estimator))
             return
@@ -237,9 +167,9 @@ class Judge:
             return
         lo, hi = ours.interval()
         note = f"{basis}; {ours.note}" if ours.note else basis
-        self.rows.append(Finding(finding, paper_txt, f"{_fmt(math.exp(ours.log))} [{_fmt(lo)}, {_fmt(hi)}]",
-                                 _verdict(lo, hi, paper_above_one), note, basis, estimator,
-                                 _inside(paper_value, lo, hi)))
+        self.rows.append(Finding(finding, paper_txt, f"{fmt3(math.exp(ours.log))} [{fmt3(lo)}, {fmt3(hi)}]",
+                                 verdict(lo, hi, paper_above_one), note, basis, estimator,
+                                 inside(paper_value, lo, hi)))
 
     # ------------------------------------------------------------------ the findings
 
@@ -291,7 +221,7 @@ class Judge:
                    estimator: str, why: str = "", sensitivity: bool = False) -> bool:
         """One matched-setting parity row (analysis/paired.py), or why there is none; False where
         the runs hold no matched design (the trendline method is then the primary)."""
-        paper_txt = _fmt(paper_value) if paper_value is not None else "–"
+        paper_txt = fmt3(paper_value) if paper_value is not None else "–"
 
         def missing(reason: str, ours: str = "–", matched: bool = True) -> bool:
             self.rows.append(Finding(name, paper_txt, ours, "inconclusive", f"{sweep}; {reason}", sweep, estimator))
@@ -312,7 +242,7 @@ class Judge:
         notes = [f"{sweep}, {p['n_pairs']} matched pairs in {p['n_settings']} settings",
                  f"Transfusion / Chameleon {metric} at C={p['C_target']:.2g}: {sig2(p['gap'])} [{sig2(glo)}, {sig2(ghi)}]",
                  f"Transfusion's slope {p['slope_a']:.3f}",
-                 f"{iv.resamples} resamples, Monte-Carlo error {_mc(iv.rel_error())} of the log width"]
+                 f"{iv.resamples} resamples, Monte-Carlo error {mc_share(iv.rel_error())} of the log width"]
         if sensitivity:
             for n_def in ("with_head", "with_patch"):
                 try:
@@ -321,9 +251,9 @@ class Judge:
                                  f"{sig2(q['interval'][1])}]")
                 except PairingError as exc:
                     notes.append(f"{FLOP_DEFINITIONS[n_def]}: {exc}")
-        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
+        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", verdict(lo, hi, False),
                                  "; ".join(notes) + self.other_network(sweep, metric), sweep, estimator,
-                                 _inside(paper_value, lo, hi), _pct(p["extrapolated_share"])))
+                                 inside(paper_value, lo, hi), pct(p["extrapolated_share"])))
         return True
 
     def trendline_row(self, name: str, paper_value: float, g: pd.DataFrame, sweep: str, metric: str, why: str,
@@ -331,7 +261,7 @@ class Judge:
         """The paper's trendline parity (analysis/parity.py) with a converged interval: secondary,
         or primary where no setting ran in both families."""
         est = "trendline (paper's; primary: no matched settings)" if primary else "trendline (paper's; secondary)"
-        paper_txt = _fmt(paper_value)
+        paper_txt = fmt3(paper_value)
         if why or g.empty or metric not in g:
             self.rows.append(Finding(name, paper_txt, "–", "inconclusive", f"{sweep}; not measured: "
                                      f"{why or f'no runs of {sweep} with {metric}'}", sweep, est))
@@ -346,9 +276,9 @@ class Judge:
         b = p["bootstrap"]
         basis = (f"{sweep}, {p['n_a']} + {p['n_b']} runs"
                  + (f"; target seed sd {sigma:.2g} (log)" if math.isfinite(sigma) else "; no seed replicates")
-                 + f"; {b['resamples']} resamples, Monte-Carlo error {_mc(b['rel_mc_error'])} of the log width")
-        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", _verdict(lo, hi, False),
-                                 basis, sweep, est, _inside(paper_value, lo, hi), _pct(p.get("extrapolated_share", math.nan))))
+                 + f"; {b['resamples']} resamples, Monte-Carlo error {mc_share(b['rel_mc_error'])} of the log width")
+        self.rows.append(Finding(name, paper_txt, f"{sig2(p['ratio'])} [{sig2(lo)}, {sig2(hi)}]", verdict(lo, hi, False),
+                                 basis, sweep, est, inside(paper_value, lo, hi), pct(p.get("extrapolated_share", math.nan))))
 
     def attention(self) -> None:
         s, fid = "ablation-attention", "t2i/fid"
@@ -360,7 +290,7 @@ class Judge:
         self.add("intra-image bidirectional attention helps, linear patches (FID causal / bidirectional)",
                  causal / bidir, gaps["linear"], True, s)
         (lc, lb), (uc, ub) = paper.ATTENTION_FID["linear"], paper.ATTENTION_FID["unet"]
-        narrows = _over(gaps["linear"], gaps["unet"])
+        narrows = over(gaps["linear"], gaps["unet"])
         self.add("with U-Net patches the attention gap shrinks (FID ratio linear / U-Net; paper U-Net ratio 1.01)",
                  (lc / lb) / (uc / ub), narrows, True, s)
 
@@ -372,10 +302,10 @@ class Judge:
                  paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2], lin, True, s)
         unet = self.ratio(s, fid, {"model__patch_size": 8, "model__patch_kind": "unet"},
                           {"model__patch_size": 2, "model__patch_kind": "unet"})
-        both = _over(lin, unet)
+        both = over(lin, unet)
         p_lin = paper.PATCH_FID["linear"][8] / paper.PATCH_FID["linear"][2]
         p_unet = paper.PATCH_FID["unet"][8] / paper.PATCH_FID["unet"][2]
-        self.add(f"U-Net patches hold up at 8x8 (FID 8x8/2x2 linear over U-Net; paper U-Net ratio {_fmt(p_unet)})",
+        self.add(f"U-Net patches hold up at 8x8 (FID 8x8/2x2 linear over U-Net; paper U-Net ratio {fmt3(p_unet)})",
                  p_lin / p_unet, both, True, s)
         c4 = self.ratio(s, "text_c4/ppl", {"model__patch_size": 8, "model__patch_kind": "linear"},
                         {"model__patch_size": 1, "model__patch_kind": "linear"})
@@ -393,7 +323,7 @@ class Judge:
         self.add(f"U-Net beats linear patches (FID linear / U-Net at the largest size{', ' + sizes[-1] if sizes else ''}; "
                  "paper at 7B)", l1 / u1, top, True, s)
         first, last = (by_size[sizes[0]], by_size[sizes[-1]]) if len(sizes) >= 2 else (top, top)
-        narrows = _over(first, last) if len(sizes) >= 2 or isinstance(top, str) else f"one size only in {s}"
+        narrows = over(first, last) if len(sizes) >= 2 or isinstance(top, str) else f"one size only in {s}"
         span = f"{sizes[0]} over {sizes[-1]}" if len(sizes) >= 2 else "smallest over largest size"
         self.add(f"the U-Net's advantage narrows with size (FID ratio linear / U-Net, {span}; paper 0.16B over 7B)",
                  (l0 / u0) / (l1 / u1), narrows, True, s)
@@ -425,13 +355,13 @@ class Judge:
                 if math.isfinite(d_mixed) else f"no mixed run in {s}"
             cost[fam] = matched
             alone, with_images = paper.TEXT_ONLY_C4[fam]
-            second = (f"at equal D (text-only sees twice the text; secondary): {_fmt(math.exp(equal_d.log))} "
-                      f"[{_fmt(equal_d.interval()[0])}, {_fmt(equal_d.interval()[1])}]" if isinstance(equal_d, Ratio)
+            second = (f"at equal D (text-only sees twice the text; secondary): {fmt3(math.exp(equal_d.log))} "
+                      f"[{fmt3(equal_d.interval()[0])}, {fmt3(equal_d.interval()[1])}]" if isinstance(equal_d, Ratio)
                       else f"at equal D: {equal_d}")
             self.add(f"images cost {fam} text (C4 perplexity with images / text only, equal text tokens)",
                      with_images / alone, matched, True, f"{s}; {second}", PRIMARY["text-only"].estimator)
         (ta, tm), (ca, cm) = paper.TEXT_ONLY_C4["transfusion"], paper.TEXT_ONLY_C4["chameleon"]
-        both = _over(cost["transfusion"], cost["chameleon"])
+        both = over(cost["transfusion"], cost["chameleon"])
         self.add("Transfusion's text cost is below Chameleon's (the two costs' ratio, equal text tokens)",
                  (tm / ta) / (cm / ca), both, False, s, PRIMARY["text-only"].estimator)
         stab = self.ratio(s, c4, {"family": "chameleon", "data__text_share": 1.0, "D_budget": d_mixed},
@@ -481,15 +411,6 @@ class Judge:
             f"; not measured: {'; '.join(why)}" if why else "")
         self.rows.append(Finding("IsoFLOP exponent a of the C4 loss (N* ~ C^a)", "–", " · ".join(parts) or "–",
                                  NO_PAPER_VALUE, basis, ISOFLOP_SWEEP))
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.0f}%" if math.isfinite(v) and v >= 0.01 else ("<1%" if math.isfinite(v) else "–")
-
-
-def _mc(v: float) -> str:
-    """A Monte-Carlo error as a share of the interval's width (nan: an endpoint is infinite)."""
-    return f"{100 * v:.1f}%" if math.isfinite(v) else "– (an endpoint is infinite)"
 
 
 def _setting(d: dict) -> str:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.findings import Ratio, _verdict, findings
+from analysis.findings import findings
+from analysis.verdicts import Ratio, verdict as _verdict
 
 
 def _run(sweep: str, fid: float, rel: float = 0.05, **knobs) -> dict:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis.chance import beyond_chance, chance_reference
-from analysis.findings import sig2
+from analysis.verdicts import sig2
 from analysis.paired import PairingError, paired_parity
 from analysis.parity import family_parity
 from analysis.resample import summarize
