@@ -72,7 +72,7 @@ def load_file(path: Path, dataset: str = "shapes"):
         raise FileNotFoundError(f"{path} is missing: run `python -m data.prepare --data-dir {path.parents[1]}{extra}` "
                                 f"(or set {ENV_VAR})")
     try:
-        return torch.load(path, weights_only=False)
+        return torch.load(path, weights_only=True)
     except Exception as exc:  # a truncated or foreign file
         raise ValueError(f"{path} is unreadable ({exc.__class__.__name__}: {exc}): delete it and rerun "
                          f"python -m data.prepare") from exc

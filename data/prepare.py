@@ -154,11 +154,11 @@ class Prepare:
             step = f"autoencoders/{dataset}/{kind}"
 
             def build(kind=kind, out=out, ae_cfg=ae_cfg, step=step, params=params) -> dict:
-                val = torch.load(self.paths.images(dataset, "val"), weights_only=False)
+                val = torch.load(self.paths.images(dataset, "val"), weights_only=True)
                 # A committed copy of exactly this step (data/pretrained.py) spares the training.
                 if pretrained.restore(step, json.loads(json.dumps(params)), out, self.log):
                     return {**_reconstruction_stats(load_autoencoder(out), val, dataset), "source": "committed"}
-                train = torch.load(self.paths.images(dataset, "train"), weights_only=False)["images"]
+                train = torch.load(self.paths.images(dataset, "train"), weights_only=True)["images"]
                 log = lambda rec: self.log(f"[prepare]   {dataset}/{kind} {json.dumps(rec)}")  # noqa: E731
                 ae = train_autoencoder(ae_cfg, train, c.ae_steps, c.ae_batch, seed=c.seed, log=log, log_every=250,
                                        progress=f"[prepare] {dataset}/{kind}")
@@ -176,7 +176,7 @@ class Prepare:
                 ae = load_autoencoder(self.paths.autoencoder(dataset, kind))
                 shapes = {}
                 for split in SPLITS:
-                    images = torch.load(self.paths.images(dataset, split), weights_only=False)["images"]
+                    images = torch.load(self.paths.images(dataset, split), weights_only=True)["images"]
                     codes = encode_dataset(ae, images, progress=f"[prepare] {dataset}/{kind} {split}")
                     save_atomic(codes, self.paths.encoded(dataset, split, kind))
                     shapes[split] = list(codes.shape)
