@@ -7,15 +7,26 @@ are atomic). Used for data files, manifests, autoencoders, run directories and c
     save_atomic(obj, path)                          # torch.save
     with open_atomic(path) as f: f.write(...)       # a file written in pieces
     write_dir_atomic(directory, lambda tmp: ...)    # a directory built whole, then swapped in
+
+An OSError while writing (ENOSPC, EACCES, ...) is raised with the final name as its filename.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
 from typing import Callable, Iterator, TextIO
+
+
+def _named(exc: BaseException, tmp: Path, path: Path) -> BaseException:
+    """An OSError about the temporary file (or about no file: a write's ENOSPC names none)
+    retold about the final name, the one a user can act on ("disk full while writing <path>")."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, str(tmp)):
+        return OSError(exc.errno, exc.strerror, str(path))  # the subclass for the errno (PermissionError, ...)
+    return exc
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -25,24 +36,58 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if (named := _named(exc, tmp, path)) is not exc:
+            raise named from exc
         raise
 
 
+def _write(tmp: Path, data: str | bytes) -> None:
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    _atomic(path, lambda tmp: _write(tmp, text))
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    _atomic(path, lambda tmp: tmp.write_bytes(data))
+    _atomic(path, lambda tmp: _write(tmp, data))
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested dict/list/tuple: what torch.save of it takes, nearly."""
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def save_torch(obj, path: Path) -> None:
+    """torch.save into `path`, flushed and fsynced. torch reports a full disk only as
+    "[enforce fail ...] unexpected pos N vs M", with no errno, whether given a path or a file:
+    a failed write where the disk has no room left for the tensors is OSError ENOSPC naming
+    `path` instead."""
+    import torch  # here, so the text writers stay importable without torch
+
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except RuntimeError as exc:
+        if shutil.disk_usage(Path(path).parent).free < tensor_bytes(obj):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from exc
+        raise
 
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save, atomically."""
-    import torch  # here, so the text writers stay importable without torch
-
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    _atomic(path, lambda tmp: save_torch(obj, tmp))
 
 
 @contextlib.contextmanager
@@ -56,8 +101,10 @@ def open_atomic(path: Path) -> Iterator[TextIO]:
         with open(tmp, "w", encoding="utf-8") as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if (named := _named(exc, tmp, path)) is not exc:
+            raise named from exc
         raise
 
 
@@ -75,8 +122,10 @@ def write_dir_atomic(directory: Path, write: Callable[[Path], None], tmp: Path |
     tmp.mkdir(parents=True)
     try:
         write(tmp)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if (named := _named(exc, tmp, directory)) is not exc:
+            raise named from exc
         raise
     moved = directory.exists()
     if moved:

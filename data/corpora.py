@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from data.atomic import open_atomic, write_text_atomic
+from data.integrity import damage, decode_utf8
 from data import pydocs
 
 # --------------------------------------------------------------------------- embedded corpora
@@ -135,12 +136,19 @@ def clean_gcide(chunk: str) -> str:
 
 def _gcide_documents(spec: CorpusSpec) -> Iterator[str]:
     dict_path, index_path = spec.paths
-    chunks = set()
-    with open(index_path, encoding="utf-8") as f:
-        for line in f:
+    chunks, at = set(), 0
+    fix = f"the file is damaged: reinstall it with `apt-get install --reinstall {spec.debian_package}`"
+    with open(index_path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = decode_utf8(raw, f"{index_path} line {n}", fix, base=at)
+            at += len(raw)
             parts = line.rstrip("\n").split("\t")
             if len(parts) == 3 and not parts[0].startswith("00-"):  # 00-database-*: metadata
-                chunks.add((_dict_b64(parts[1]), _dict_b64(parts[2])))
+                try:
+                    chunks.add((_dict_b64(parts[1]), _dict_b64(parts[2])))
+                except KeyError:
+                    raise ValueError(f"{index_path} line {n}: {parts[1]!r} / {parts[2]!r} are not dictd "
+                                     f"offsets: {fix}") from None
     with gzip.open(dict_path, "rb") as f:
         for offset, length in sorted(chunks):
             f.seek(offset)
@@ -285,19 +293,19 @@ def write_corpus_text(data_dir: str | Path, corpora=DEFAULT_CORPORA, heldout_fra
     """Write each corpus's splits to <data_dir>/text/<name>/{train,heldout}.jsonl ({"text": ...}
     per line) and a manifest; return the manifest: per corpus and split {docs, chars, bytes}.
 
-    Idempotent: when the manifest exists with the same corpora, fraction, salt and version, nothing
-    is rewritten. Files are written to temporary names and renamed. A missing corpus named in
+    Idempotent: when the manifest exists with the same corpora, fraction, salt and version and
+    its files pass data/integrity.py's checks, nothing is rewritten; a damaged manifest or file
+    is rebuilt. Files are written to temporary names and renamed. A missing corpus named in
     `optional` is skipped (recorded under "skipped"); any other raises CorpusMissing.
     """
     root = Path(data_dir) / "text"
     manifest_path = root / "manifest.json"
     params = {"version": TEXT_VERSION, "corpora": list(corpora), "heldout_frac": heldout_frac, "salt": salt}
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        if ({k: manifest.get(k) for k in params} == params
-                and all((root / n / f"{s}.jsonl").exists() for n in manifest["stats"] for s in SPLITS)
-                and not any(get_corpus(n).available() for n in manifest["skipped"])):  # installed since?
-            return manifest
+    manifest = _recorded(manifest_path)
+    if (manifest is not None and {k: manifest.get(k) for k in params} == params
+            and not any(damage(p) for p in _jsonl_files(root, manifest))
+            and not any(get_corpus(n).available() for n in manifest["skipped"])):  # installed since?
+        return manifest
     say = progress or (lambda msg: None)
     stats, skipped = {}, {}
     for name in corpora:
@@ -330,12 +338,37 @@ def write_corpus_text(data_dir: str | Path, corpora=DEFAULT_CORPORA, heldout_fra
     return manifest
 
 
+def _recorded(manifest_path: Path) -> dict | None:
+    """The text manifest, or None where it is missing or damaged (the text is then rebuilt)."""
+    if damage(manifest_path):
+        return None
+    manifest = json.loads(manifest_path.read_bytes())
+    ok = isinstance(manifest, dict) and all(isinstance(manifest.get(k), dict) for k in ("stats", "skipped"))
+    return manifest if ok else None
+
+
+def _jsonl_files(root: Path, manifest: dict) -> list[Path]:
+    return [root / n / f"{s}.jsonl" for n in manifest["stats"] for s in SPLITS]
+
+
+def text_files(data_dir: str | Path) -> list[Path]:
+    """The JSONL files the text manifest under data_dir records ([] where it is missing or damaged)."""
+    root = Path(data_dir) / "text"
+    manifest = _recorded(root / "manifest.json")
+    return _jsonl_files(root, manifest) if manifest else []
+
+
 def prepared_paths(data_dir: str | Path, split: str, corpora=None) -> list[str]:
     """The JSONL files of one split written by write_corpus_text (all prepared corpora by default)."""
     root = Path(data_dir) / "text"
     if not (root / "manifest.json").exists():
         raise FileNotFoundError(f"no prepared text under {root}: run python -m data.prepare")
-    prepared = json.loads((root / "manifest.json").read_text())["stats"]
+    manifest = _recorded(root / "manifest.json")
+    if manifest is None:
+        why = damage(root / "manifest.json") or "not a text manifest"
+        raise ValueError(f"{root / 'manifest.json'} is damaged ({why}): rerun python -m data.prepare, "
+                         f"which rebuilds it")
+    prepared = manifest["stats"]
     names = list(prepared) if corpora is None else list(corpora)
     missing = [n for n in names if n not in prepared]
     if missing:

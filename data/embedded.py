@@ -18,7 +18,6 @@ Everything downstream (the trainer, evaluation) opens the data through `Embedded
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -26,42 +25,10 @@ import torch
 from data.autoencoders import ImageAutoencoder, load as load_autoencoder
 from data.stream import ImagePairs, TokenDocuments
 from data.tokenizer import Tokenizer
+from data.paths import ENV_VAR, REPO_ROOT, Paths, default_data_dir  # noqa: F401 (re-exported)
 from data.worlds import IMAGE_DATASETS, autoencoder_dataset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_VAR = "TRANSFUSION_DATA_DIR"
 AUTOENCODER_KINDS = ("kl", "vq")
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(ENV_VAR, REPO_ROOT / "data_cache"))
-
-
-class Paths:
-    """File names inside one data directory (one place, shared by prepare and the loader)."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
-
-    @property
-    def tokenizer(self) -> Path:
-        return self.root / "tokenizer.json"
-
-    def tokens(self, name: str) -> Path:
-        return self.root / "tokens" / f"{name}.pt"
-
-    def images(self, dataset: str, split: str) -> Path:
-        return self.root / "images" / f"{dataset}_{split}.pt"
-
-    def autoencoder(self, dataset: str, kind: str) -> Path:
-        return self.root / "autoencoders" / autoencoder_dataset(dataset) / kind
-
-    def encoded(self, dataset: str, split: str, kind: str) -> Path:
-        return self.root / "encoded" / f"{dataset}_{split}_{kind}.pt"
 
 
 def load_file(path: Path, dataset: str = "shapes"):

@@ -1,7 +1,9 @@
 """Build the embedded default data set offline: `python -m data.prepare [--data-dir DIR]`.
 
 Steps, each skipped when the manifest records it done with the same settings and its files
-exist (so a second call does nothing, and an interrupted call resumes at the step it was in):
+pass a cheap check (data/integrity.py: they parse, are UTF-8, are not cut short; the tokenizer
+loads), so a second call does nothing, an interrupted call resumes at the step it was in, and a
+damaged file is named and rebuilt:
   text        offline corpora -> train / held-out JSONL         (data/corpora.py)
   tokenizer   byte-level BPE on the training text                (data/tokenizer.py)
   tokens      all text tokenized once into flat arrays
@@ -13,12 +15,19 @@ exist (so a second call does nothing, and an interrupted call resumes at the ste
   encoded     latents and code grids of every image split, computed once
 Every file is written to a temporary name and renamed; the manifest is rewritten after each
 step. The layout is described in data/embedded.py.
+
+One prepare per data dir at a time: a second one waits for the first (data/lock.py, the file
+.prepare.lock) and then finds its steps done. A damaged manifest.json is not rebuilt silently,
+since it is the only record of which settings built the files: prepare stops and says to delete
+it. Faults a user can fix (damaged or non-UTF-8 input, a missing corpus, a full disk, a
+read-only or misplaced data dir) end in one line naming the file and the fix, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import sys
 import time
@@ -30,10 +39,12 @@ from tqdm import tqdm
 
 from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
-from data.corpora import choose_corpora, prepared_paths, roles_for, write_corpus_text
+from data.corpora import choose_corpora, prepared_paths, roles_for, text_files, write_corpus_text
 from data import pretrained
 from data.atomic import save_atomic, write_text_atomic
 from data.embedded import Paths, default_data_dir
+from data.integrity import damage, read_json
+from data.lock import LOCK_NAME, hold_lock
 from data.worlds import IMAGE_DATASETS, autoencoder_dataset, shapes_overrides
 from data.text_readers import TextReader, TextSpec
 from data.tokenizer import Tokenizer
@@ -62,19 +73,37 @@ class Prepare:
             cfg = dataclasses.replace(cfg, corpora=choose_corpora(lambda msg: log(f"[prepare] {msg}")))
         self.paths, self.cfg, self.log = Paths(root), cfg, log
         self.root = root
-        self.manifest = json.loads(self.paths.manifest.read_text()) if self.paths.manifest.exists() else {}
-        self.manifest.setdefault("steps", {})
+        self.manifest: dict = {"steps": {}}  # read in run(), once the lock is held
+
+    def _read_manifest(self) -> dict:
+        path = self.paths.manifest
+        if not path.exists():
+            return {"steps": {}}
+        fix = f"delete it and rerun python -m data.prepare --data-dir {self.root} (its steps are then rebuilt)"
+        manifest = read_json(path, fix)
+        steps = manifest.get("steps", {}) if isinstance(manifest, dict) else None
+        if not isinstance(steps, dict) or not all(isinstance(s, dict) and isinstance(s.get("stats"), dict)
+                                                  and "params" in s for s in steps.values()):
+            raise ValueError(f"{path} is corrupt (not a prepare manifest: no steps with params and stats): {fix}")
+        return {**manifest, "steps": steps}
 
     def _write_manifest(self) -> None:
         write_text_atomic(self.paths.manifest, json.dumps(self.manifest, indent=1, sort_keys=True))
 
-    def step(self, name: str, params: dict, outputs: list[Path], build: Callable[[], dict]) -> dict:
-        """Run `build` unless the manifest has this step with equal params and its outputs exist."""
+    def step(self, name: str, params: dict, outputs: list[Path], build: Callable[[], dict],
+             load: Callable[[Path], object] | None = None) -> dict:
+        """Run `build` unless the manifest has this step with equal params and its outputs pass
+        data/integrity.py's check (and `load`, when given); a damaged output is named."""
         params = json.loads(json.dumps(params))  # as the manifest stores it (tuples -> lists)
         done = self.manifest["steps"].get(name)
-        if done and done["params"] == params and all(p.exists() for p in outputs):
-            self.log(f"[prepare] {name}: up to date")
-            return done["stats"]
+        if done and done["params"] == params:
+            damaged = {p: why for p in outputs if (why := damage(p, load))}
+            if not damaged:
+                self.log(f"[prepare] {name}: up to date")
+                return done["stats"]
+            for p, why in damaged.items():
+                if why != "missing":
+                    self.log(f"[prepare] {name}: {p} is damaged ({why}): rebuilding it")
         self.log(f"[prepare] {name}: building ...")
         start = time.time()
         stats = build()
@@ -88,13 +117,13 @@ class Prepare:
 
     def text(self) -> None:
         params = {"corpora": list(self.cfg.corpora)}
-        self.step("text", params, [self.root / "text" / "manifest.json"],
+        self.step("text", params, [self.root / "text" / "manifest.json", *text_files(self.root)],
                   lambda: write_corpus_text(self.root, self.cfg.corpora, progress=self.log)["stats"])
 
     def tokenizer(self) -> None:
         def build() -> dict:
             if self.cfg.tokenizer:  # the user's own: checked for the special tokens, then stored
-                tok = Tokenizer.load(self.cfg.tokenizer)
+                tok = _given_tokenizer(Path(self.cfg.tokenizer))
                 tok.save(self.paths.tokenizer)
             else:
                 docs = TextReader(TextSpec(prepared_paths(self.root, "train")))
@@ -102,7 +131,7 @@ class Prepare:
             return {"vocab_size": tok.vocab_size}
 
         params = {"vocab_size": self.cfg.vocab_size, "corpora": list(self.cfg.corpora), "given": self.cfg.tokenizer}
-        self.step("tokenizer", params, [self.paths.tokenizer], build)
+        self.step("tokenizer", params, [self.paths.tokenizer], build, load=Tokenizer.load)
 
     def tokens(self) -> None:
         roles = roles_for(self.cfg.corpora)
@@ -185,19 +214,34 @@ class Prepare:
             self.step(f"encoded/{dataset}/{kind}", params, outputs, build)
 
     def run(self) -> dict:
-        self.manifest["config"] = dataclasses.asdict(self.cfg)
-        self.text()
-        self.tokenizer()
-        self.tokens()
-        # A shapes variant is encoded with the base world's autoencoders: that world comes first.
-        datasets = list(dict.fromkeys([autoencoder_dataset(d) for d in self.cfg.datasets] + list(self.cfg.datasets)))
-        for dataset in datasets:
-            if dataset not in IMAGE_DATASETS:
-                raise ValueError(f"unknown image dataset {dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
-            self.images(dataset)
-            self.autoencoders(dataset)
-            self.encoded(dataset)
+        """Build every step that is missing, outdated or damaged, holding the data dir's lock
+        throughout; returns the manifest."""
+        with hold_lock(self.root / LOCK_NAME, lambda msg: self.log(f"[prepare] {msg}")):
+            # Read under the lock, so a prepare that waited sees what the other one built.
+            self.manifest = {**self._read_manifest(), "config": dataclasses.asdict(self.cfg)}
+            self.text()
+            self.tokenizer()
+            self.tokens()
+            # A shapes variant is encoded with the base world's autoencoders: that world comes first.
+            bases = [autoencoder_dataset(d) for d in self.cfg.datasets]
+            datasets = list(dict.fromkeys(bases + list(self.cfg.datasets)))
+            for dataset in datasets:
+                if dataset not in IMAGE_DATASETS:
+                    raise ValueError(f"unknown image dataset {dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
+                self.images(dataset)
+                self.autoencoders(dataset)
+                self.encoded(dataset)
         return self.manifest
+
+
+def _given_tokenizer(path: Path) -> Tokenizer:
+    """The user's --tokenizer file, or one line saying why it cannot be used."""
+    try:
+        return Tokenizer.load(path)
+    except (OSError, ValueError) as exc:
+        why = "does not exist" if isinstance(exc, FileNotFoundError) else str(exc.__cause__ or exc)
+        raise ValueError(f"--tokenizer {path} cannot be used ({why}): pass a tokenizer.json that loads with the HF "
+                         f"tokenizers library, or leave --tokenizer out to train one") from None
 
 
 def _bar(iterable, desc: str | None, total: int | None = None, unit: str = "it"):
@@ -286,6 +330,22 @@ def _brief(stats: dict, prefix: str = "") -> dict:
     return out
 
 
+def _error_line(exc: OSError | ValueError, root: Path) -> str:
+    """The error for a user: ours carry their fix; the system's are given one by errno."""
+    if not isinstance(exc, OSError) or exc.errno is None:  # raised here with its fix (CorpusMissing, ...)
+        return str(exc)
+    path = exc.filename or root
+    if exc.errno == errno.ENOSPC:
+        return f"disk full while writing {path}: free space on that disk, or prepare into another --data-dir"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path} ({exc.strerror}): make {root} writable, or prepare into another "
+                f"--data-dir")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"cannot create {path} ({exc.strerror}): a file stands where a directory on that path belongs; "
+                f"move that file away, or choose another --data-dir")
+    return f"{path}: {exc.strerror}: check it, or prepare into another --data-dir"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=None, help="default: $TRANSFUSION_DATA_DIR or ./data_cache")
@@ -306,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PrepareConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PrepareConfig)})
     try:
         manifest = Prepare(root, cfg).run()
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"error: {_error_line(exc, root)}", file=sys.stderr)
         return 2
     print(f"[prepare] embedded data ready in {root}")
     for name, step in manifest["steps"].items():

@@ -8,6 +8,7 @@ the data position). The prepared offline corpora (data/corpora.py) are read this
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -15,8 +16,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from data.integrity import decode_utf8
 from data.shards import expand_shards
 
+_NOT_UTF8_FIX = ("convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8), or if python -m data.prepare wrote it, "
+                "rerun that: it rebuilds a damaged file")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".txt": "txt", ".text": "txt",
            ".md": "txt", ".parquet": "parquet"}
 
@@ -60,10 +64,13 @@ def _read_jsonl(path: str, spec: TextSpec, offset: int) -> Iterator[tuple[str, i
             start, offset = offset, f.tell()
             if not line.strip():
                 continue
+            body = line.removeprefix(codecs.BOM_UTF8)  # as json.loads(bytes) does
+            text = decode_utf8(body, f"{path}: line at byte {start}", _NOT_UTF8_FIX, base=start + len(line) - len(body))
             try:
-                record = json.loads(line)
+                record = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line at byte {start} is not JSON ({e})") from None
+                raise ValueError(f"{path}: line at byte {start} is not JSON ({e}): fix or remove that line, or if "
+                                 f"python -m data.prepare wrote the file, delete it and rerun that") from None
             if not isinstance(record, dict) or spec.text_field not in record:
                 keys = sorted(record) if isinstance(record, dict) else type(record).__name__
                 raise KeyError(f"{path}: record at byte {start} has no field {spec.text_field!r} "

@@ -105,7 +105,13 @@ class Tokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"tokenizer file {path} does not exist: train one (python -m data.prepare) "
                                     f"or point the config at an existing tokenizer.json")
-        return cls(HFTokenizer.from_file(str(path)), special_names, add_missing, source=str(path))
+        try:
+            hf = HFTokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for bad JSON, UTF-8 or schema
+            raise ValueError(f"tokenizer file {path} does not load with the HF tokenizers library ({exc}): point "
+                             f"the config at a valid tokenizer.json, or rerun python -m data.prepare if it wrote "
+                             f"this one (a damaged one is rebuilt)") from exc
+        return cls(hf, special_names, add_missing, source=str(path))
 
     @classmethod
     def from_config(cls, cfg: TokenizerConfig, texts: Iterable[str] | None = None,

@@ -17,6 +17,7 @@ state must be a full (gathered) state; sharded FSDP checkpoints are not handled 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -32,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.atomic import write_dir_atomic
+from data.atomic import save_torch, tensor_bytes, write_dir_atomic, write_text_atomic
 from grid.faults import fault_point
 
-STATE_FILE, META_FILE = "state.pt", "meta.json"
+STATE_FILE, META_FILE, OWNER_FILE = "state.pt", "meta.json", "owner.json"
 _FINAL = re.compile(r"^step_(\d{8})$")
 _TEMP = re.compile(r"^\.tmp-(?:old-)?step_\d{8}-(?P<host>.+)-(?P<pid>\d+)$")
 
@@ -67,8 +68,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _check_space(directory: Path, need: int, final: Path) -> None:
+    """OSError ENOSPC, one line naming the checkpoint, when `directory` has less than `need`
+    bytes free: said before writing, and again after a write that failed (which torch reports
+    without the errno)."""
+    free = shutil.disk_usage(directory).free
+    if free < need:
+        raise OSError(errno.ENOSPC, f"disk full: the checkpoint {final} needs {need / 1e6:,.1f} MB and "
+                                    f"{free / 1e6:,.1f} MB are free there; free space, then relaunch to resume")
+
+
 class CorruptCheckpoint(Exception):
     """A checkpoint directory that cannot be trusted; `latest()` skips it with a warning."""
+
+
+class ForeignCheckpoints(ValueError):
+    """A checkpoint directory bound to another run (owner.json): never resumed from."""
+
+
+def run_checkpoints(root: str | Path, sweep: str, run_id: str, run_dir: str | Path,
+                    recorded: str | None = None) -> Path:
+    """Where one run keeps its checkpoints: <root>/<sweep>/<run_id>-<8 hex of its run
+    directory's absolute path>. The run dir is in the name because two results directories
+    (a fresh launch beside an old one, with the default checkpoint root) hold runs of the same
+    id that must not resume from each other. Where the run's status.json records another
+    directory (`recorded`: a run from before this naming, or one whose root has moved) that holds
+    checkpoints while this one holds none, the run resumes there; `CheckpointManager.bind`
+    still checks that they are its own."""
+    run_dir = Path(run_dir).resolve()
+    home = Path(root).resolve() / sweep / f"{run_id}-{hashlib.sha256(str(run_dir).encode()).hexdigest()[:8]}"
+    if recorded and not CheckpointManager(home).steps() and CheckpointManager(recorded).steps():
+        return Path(recorded)
+    return home
 
 
 class CheckpointManager:
@@ -82,6 +113,34 @@ class CheckpointManager:
 
     def path(self, step: int) -> Path:
         return self.directory / f"step_{step:08d}"
+
+    def owner(self) -> dict | None:
+        """What owner.json binds this directory to (run_id, run_dir, data fingerprint), or None
+        where it has none (a directory from before the binding, or not used yet)."""
+        path = self.directory / OWNER_FILE
+        try:
+            owner = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ForeignCheckpoints(f"{path} is unreadable ({exc}): delete {self.directory} to train the run "
+                                     "from scratch") from None
+        return owner if isinstance(owner, dict) else {}
+
+    def bind(self, owner: dict) -> None:
+        """Bind this directory to one run before anything is loaded from it or saved in it:
+        write owner.json where there is none, else check it. ForeignCheckpoints, one line, when
+        it names another run, results directory or data."""
+        found = self.owner()
+        if found is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(self.directory / OWNER_FILE, json.dumps(owner, indent=1, sort_keys=True))
+            return
+        differ = [k for k in sorted(owner) if found.get(k) != owner[k]]
+        if differ:
+            theirs = ", ".join(f"{k} {found.get(k)!r}" for k in differ)
+            raise ForeignCheckpoints(f"the checkpoints in {self.directory} belong to {theirs}, not this run: pass "
+                                     "another --checkpoint-dir, or delete that directory to train from scratch")
 
     def steps(self) -> list[int]:
         """Steps of the directories named like checkpoints, ascending (not validated)."""
@@ -101,12 +160,17 @@ class CheckpointManager:
         self._clean_temps(writer=True)
         final = self.path(step)
 
+        need = tensor_bytes(state)
+        _check_space(self.directory, need, final)
+
         def write(tmp: Path) -> None:
             state_path = tmp / STATE_FILE
-            with open(state_path, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                save_torch(state, state_path)
+            except (OSError, RuntimeError) as exc:
+                _check_space(self.directory, need, final)
+                raise OSError(getattr(exc, "errno", None) or errno.EIO,
+                              f"cannot write the checkpoint {final} ({str(exc).strip().splitlines()[0]})") from exc
             fault_point("checkpoint")
             # meta.json last: its presence with a matching checksum is what marks the state complete.
             meta = {"step": step, "file": STATE_FILE, "bytes": state_path.stat().st_size,
@@ -143,9 +207,7 @@ class CheckpointManager:
             raise CorruptCheckpoint(f"{path}: checksum mismatch for {state_path.name} "
                                     f"({digest[:12]} on disk, {str(meta['sha256'])[:12]} in {META_FILE})")
         try:
-            # weights_only=False: the state holds numpy/python RNG states; the file is our own,
-            # checksum-verified output, never a downloaded one.
-            state = torch.load(state_path, map_location=map_location, weights_only=False)
+            state = safe_load(state_path, map_location)
         except Exception as exc:
             raise CorruptCheckpoint(f"{path}: {state_path.name} does not load "
                                     f"({exc.__class__.__name__}: {exc})") from exc
@@ -195,12 +257,33 @@ class CheckpointManager:
                 shutil.rmtree(p, ignore_errors=True)
 
 
+def safe_load(path: Path, map_location: str | torch.device = "cpu"):
+    """torch.load that cannot run code: tensors, numbers, strings and containers only
+    (weights_only). A sha256 beside the file cannot protect it, since whoever rewrites the file
+    can rewrite the sum. Checkpoints written before the RNG states became tensors hold numpy's
+    state as an ndarray; the three numpy names that rebuild one are allowed, nothing else."""
+    legacy_numpy = [np.dtype, np.ndarray, np.dtypes.UInt32DType, _numpy_reconstruct()]
+    with torch.serialization.safe_globals(legacy_numpy):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _numpy_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy 2
+    except ImportError:
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
 def rng_state() -> dict:
-    """The global random streams: python `random`, numpy's legacy global generator, torch CPU
-    and every CUDA device's generator (None without CUDA)."""
+    """The global random streams as tensors and numbers (so `safe_load` reads them back): python
+    `random`, numpy's legacy global generator, torch CPU and every CUDA device's generator
+    (None without CUDA)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -209,7 +292,11 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what `rng_state()` returned, so a resumed run draws the same numbers."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:  # a checkpoint from before the tensor form: numpy's own tuple
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"].cpu())
     cuda = state.get("cuda")
     if cuda is None:
@@ -228,7 +315,9 @@ def set_rng_state(state: dict) -> None:
 
 class PreemptionFlag:
     """Turns SIGUSR1/SIGUSR2/SIGTERM (SLURM's warning before a preemption or time limit;
-    submitit asks for USR2) and SIGHUP (a closed terminal) into a flag.
+    submitit asks for USR2), SIGHUP (a closed terminal) and SIGINT (Ctrl-C, which a terminal
+    sends to the launcher's whole process group, workers included) into a flag. A second Ctrl-C
+    raises KeyboardInterrupt at once, for someone who will not wait for the checkpoint.
 
     The handler only sets the flag; the training loop polls `requested` at each step boundary,
     saves a checkpoint and exits. Saving inside the handler would be wrong: Python runs handlers
@@ -239,7 +328,7 @@ class PreemptionFlag:
     """
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM,
-                                                   signal.SIGHUP)) -> None:
+                                                   signal.SIGHUP, signal.SIGINT)) -> None:
         self.signum: int | None = None  # the last signal received
         self.received: list[int] = []  # every distinct signal, in order (SLURM may send two)
         self._previous: dict[int, object] = {}
@@ -247,6 +336,8 @@ class PreemptionFlag:
             self._previous[s] = signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and signum in self.received:
+            raise KeyboardInterrupt
         self.signum = signum
         if signum not in self.received:
             self.received.append(signum)

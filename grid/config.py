@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -91,6 +92,9 @@ class DataConfig:
     caption_first: float = StreamConfig.caption_first
     caption_dropout: float = StreamConfig.caption_dropout  # pairs trained as the image alone (guidance)
     captions: str = StreamConfig.captions  # "all" | "first": which of an image's captions a pair trains on
+    # What the data is, as data/fingerprint.py reads it from the prepared manifest: set by the
+    # launcher and the trainer ("" until then), so a run on other data is another run.
+    fingerprint: str = ""
 
 
 @dataclass
@@ -134,6 +138,9 @@ class RunConfig:
             raise ValueError(f"parallel={self.parallel!r}; valid: {', '.join(PARALLEL)}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r}; valid: auto, cpu, cuda, cuda:N")
+        if self.data.fingerprint and not re.fullmatch(r"[0-9a-f]{12}", self.data.fingerprint):
+            raise ValueError(f"data.fingerprint {self.data.fingerprint!r} is not 12 hex digits: leave it out, "
+                             "the launcher sets it from the prepared data")
         if self.data.dataset not in IMAGE_DATASETS:
             raise ValueError(f"unknown dataset {self.data.dataset!r}; valid: {', '.join(IMAGE_DATASETS)}")
         stream_config(self).validate()

@@ -1,6 +1,7 @@
 """Image generation of finished runs across classifier-free guidance scales, the runs untouched:
 
-    python -m grid.guidance RUN_DIR [RUN_DIR ...] [--scales 1,2,3,5] [--out FILE.json] [key=value ...]
+    python -m grid.guidance RUN_DIR [RUN_DIR ...] [--scales 1,2,3,5] [--out FILE.json]
+        [--allow-earlier-checkpoint] [key=value ...]
 
 Guidance trades diversity for agreement with the prompt, so FID has a minimum in the scale while
 prompt-following (the GenEval analogue) keeps rising past it, and where the minimum lies moves
@@ -9,7 +10,9 @@ ablations; evals/config.py's default is 5), which is what the sweeps' evals.json
 shows what that choice costs each run: for every run and scale, the "fid" and "geneval"
 benchmarks (evals/harness.py) with their intervals and references, every other setting the
 run's own (its config.yaml's eval; key=value overrides as grid.evaluate takes them, e.g.
-t2i_images=200). It writes nothing into the run directories; one JSON object goes to stdout
+t2i_images=200). Each run's model is loaded as grid.evaluate loads it (grid/trained.py: a finished
+run's own final checkpoint, or an error unless --allow-earlier-checkpoint), and each row names
+the step it came from. It writes nothing into the run directories; one JSON object goes to stdout
 (and --out) with the code version and machine that wrote it, a line per run and scale to
 stderr as each finishes.
 """
@@ -40,12 +43,15 @@ def parse_scales(text: str) -> list[float]:
 
 
 def scan(run_dir: str | Path, scales: list[float], overrides: list[str] = (), checkpoint_dir=None,
-         device: str = "cpu", log=None) -> list[dict]:
-    """One row per scale for one run: its t2i/* metrics at that guidance scale."""
+         device: str = "cpu", log=None, allow_earlier: bool = False) -> list[dict]:
+    """One row per scale for one run: its t2i/* metrics at that guidance scale, and the step of
+    the checkpoint scored (with a "note" where it is not the finished run's final one)."""
     from evals.harness import evaluate
     from grid.trained import load_trained  # the one entry point that reads a run directory
 
-    trained = load_trained(run_dir, checkpoint_dir, device)
+    trained = load_trained(run_dir, checkpoint_dir, device, allow_earlier=allow_earlier)
+    if trained.note and log is not None:
+        log(f"[guidance] {trained.note}")
     base = dataclasses.replace(run_eval_config(trained.cfg, list(overrides)), benchmarks=BENCHMARKS)
     rows = []
     for scale in scales:
@@ -53,7 +59,8 @@ def scan(run_dir: str | Path, scales: list[float], overrides: list[str] = (), ch
         res = evaluate(trained.model, trained.family, trained.data, trained.cfg.data.dataset,
                        dataclasses.replace(base, cfg_scale=scale), captions=trained.cfg.data.captions)
         row = {"run": str(run_dir), "family": trained.cfg.family, "size": trained.cfg.size,
-               "elements": trained.elements, "cfg_scale": scale, "t2i_images": base.t2i_images,
+               "step": trained.step, "elements": trained.elements, **({"note": trained.note} if trained.note else {}),
+               "cfg_scale": scale, "t2i_images": base.t2i_images,
                "sampler": base.sampler, "sampler_steps": base.sampler_steps,
                **{k: v for k, v in res.items() if k.startswith("t2i/")}, "seconds": round(time.time() - start, 1)}
         rows.append(row)
@@ -71,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", default="1,2,3,5", help="guidance scales, comma-separated (1: none)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--allow-earlier-checkpoint", action="store_true",
+                    help="a run whose final checkpoint is damaged or gone: scan the newest earlier one")
     args = ap.parse_intermixed_args(argv)
     overrides = [a for a in args.run_dirs if "=" in a]
     runs = [a for a in args.run_dirs if "=" not in a]
@@ -80,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         if not runs:
             raise ValueError("no RUN_DIR given: name a finished run, e.g. results/toy-paper/<run_id>")
         log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-        rows = [row for run in runs for row in scan(run, scales, overrides, device=args.device, log=log)]
+        rows = [row for run in runs for row in scan(run, scales, overrides, device=args.device, log=log,
+                                                     allow_earlier=args.allow_earlier_checkpoint)]
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,9 +24,11 @@ change their ids). --only keeps the runs whose id matches one of the shell-style
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -211,14 +213,20 @@ def _show_notes(run_dir: Path) -> None:
 
 
 def _wait_for_other_launches(sweep_dir: Path, held: list[str], stop: list[int]) -> None:
-    """Wait until no live process holds the runs another launch was running."""
-    waiting = [rid for rid in held if lock_owner(sweep_dir / rid)]
+    """Wait until no live process holds the runs another launch was running. A run whose lock
+    looks abandoned (lock_owner's "abandoned": a reused pid, a silent host) is not waited for:
+    the summary names the rm that clears it."""
+    def running(rid: str) -> bool:
+        owner = lock_owner(sweep_dir / rid)
+        return owner is not None and "abandoned" not in owner
+
+    waiting = [rid for rid in held if running(rid)]
     if waiting:
         print(f"[launch] waiting for {len(waiting)} run(s) that another launch is running: {', '.join(waiting)}",
               flush=True)
     while waiting and not stop:
         time.sleep(1)
-        waiting = [rid for rid in waiting if lock_owner(sweep_dir / rid)]
+        waiting = [rid for rid in waiting if running(rid)]
 
 
 def _check_data(specs: list[RunSpec]) -> None:
@@ -310,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.sweep:
         ap.error("--sweep NAME is required (or --list)")
+    if args.max_parallel < 1:
+        ap.error(f"--max-parallel must be at least 1 (got {args.max_parallel})")
     if args.results_dir.exists() and not args.results_dir.is_dir():
         print(f"error: --results-dir {args.results_dir} is a file, not a directory", file=sys.stderr)
         return 2
@@ -324,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         states = {rid: run_state(args.results_dir / args.sweep / rid) for rid in specs}
     except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. a results dir that is a symlink loop
+        print(f"error: cannot read the results dir {exc.filename or args.results_dir} ({exc.strerror}): "
+              f"pass a readable --results-dir", file=sys.stderr)
         return 2
     if args.dry_run:
         if args.json:
@@ -349,17 +363,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     sweep_dir = args.results_dir / args.sweep
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        probe = sweep_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        print(f"error: cannot write the results dir {exc.filename or sweep_dir} ({exc.strerror}): "
-              f"pass a writable --results-dir", file=sys.stderr)
-        return 2
     todo = [rid for rid, s in states.items() if s in ("new", "running", "preempted")
             or (s == "failed" and args.retry_failed)]
+    # Only a launch with work writes: a finished sweep on a read-only disk is a no-op, not an error.
+    writes = (("--results-dir", sweep_dir), ("--checkpoint-dir", args.checkpoint_dir)) if todo else ()
+    for flag, folder in writes:
+        if (problem := _unwritable(folder)):
+            print(f"error: cannot write the {flag[2:].replace('-', ' ')} {problem}: pass a writable {flag}",
+                  file=sys.stderr)
+            return 2
     skipped = [s for rid, s in states.items() if rid not in todo]
     print(f"[launch] {args.sweep}: {len(rows)} runs, {len(todo)} to run, {skipped.count('done')} done, "
           f"{skipped.count('failed')} failed (rerun with --retry-failed)"
@@ -389,13 +401,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[launch] {rid} failed: {exc}", file=sys.stderr)
     else:
         deaths = run_local(args.sweep, todo, args, {rid: (specs[rid].cfg.D, estimated_seconds(specs[rid].cfg)) for rid in todo})
-    return _summary(args.sweep, sweep_dir, list(specs), deaths)
+    return _summary(args.sweep, sweep_dir, list(specs), deaths, sys.argv[1:] if argv is None else argv)
 
 
-def _summary(sweep: str, sweep_dir: Path, run_ids: list[str], deaths: dict[str, str]) -> int:
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` cannot take new files (created if missing), naming the path; None if it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        why = "disk full" if exc.errno == errno.ENOSPC else exc.strerror
+        return f"{exc.filename or folder} ({why})"
+    return None
+
+
+def _summary(sweep: str, sweep_dir: Path, run_ids: list[str], deaths: dict[str, str], argv: list[str]) -> int:
     """One line per run of the sweep that is not a finished result (state, reason, the command
-    that fixes it); 1 when there is any, else 0."""
-    problems = {rid: p for rid in run_ids if (p := run_problem(sweep_dir / rid, sweep))}
+    that fixes it: this launch's own command, `argv` being its arguments, so that it names the
+    same runs in the same directories); 1 when there is any, else 0."""
+    launch = shlex.join(["python", "grid/launch.py", *argv])
+    problems = {rid: p for rid in run_ids if (p := run_problem(sweep_dir / rid, sweep, launch))}
     problems.update({rid: f"{why}: relaunch to retry" for rid, why in deaths.items() if rid in problems})
     for rid, problem in problems.items():
         print(f"[launch] {rid} {live_state(sweep_dir / rid)}: {problem}", file=sys.stderr)

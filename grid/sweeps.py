@@ -46,7 +46,7 @@ from grid.ablations import ABLATION_KNOBS
 from grid.config import DataConfig, ModelKnobs, RunConfig, apply_overrides
 from grid.estimates import Resources, resources_for
 from grid.family import FAMILIES
-from grid.identity import run_id
+from grid.identity import bind_data, run_id
 from grid.toy_lr import toy_lr
 from evals.config import EvalConfig
 from model.accounting import backbone_params
@@ -96,11 +96,21 @@ def get_sweep(name: str) -> list[RunSpec]:
 
 
 def sweep_specs(name: str, overrides: list[str] = ()) -> list[RunSpec]:
-    """The sweep's run specs with the --set overrides applied to every config (validated)."""
+    """The sweep's run specs with the --set overrides applied to every config (validated), each
+    bound to the prepared data it names (grid/identity.py `bind_data`), so that its id says
+    which data it trains on. Data that is not prepared leaves a config unbound: a dry run
+    needs no data, and a launch stops at its data check with the command that prepares it."""
     specs = get_sweep(name)
-    if not overrides:
-        return specs
-    return [replace(s, cfg=apply_overrides(s.cfg, list(overrides))) for s in specs]
+    if overrides:
+        specs = [replace(s, cfg=apply_overrides(s.cfg, list(overrides))) for s in specs]
+    return [replace(s, cfg=_bound(s.cfg)) for s in specs]
+
+
+def _bound(cfg: RunConfig) -> RunConfig:
+    try:
+        return bind_data(cfg)
+    except FileNotFoundError:
+        return cfg
 
 
 def run_ids(specs: list[RunSpec]) -> list[str]:

@@ -46,12 +46,12 @@ from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
 from evals.held_out import held_out_losses
-from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
+from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, run_checkpoints, set_rng_state
 from grid.config import ConfigError, RunConfig, load_config, resolved, stream_config
 from grid.distributed import Dist, full_state, load_full_state, unwrap
 from grid.faults import fault_point
 from grid.family import family_for
-from grid.identity import run_id
+from grid.identity import LEGACY_DATA, bind_data, run_id
 from grid.provenance import code_version, machine
 from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, REPO_ROOT, RunLock, RunLocked, read_status, run_state,
                        slurm_job_id, write_run_config)
@@ -140,6 +140,7 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     the tasks of a SLURM job) every rank calls this; rank 0 alone writes the run directory."""
     cfg = resolved(cfg)
     cfg.validate()
+    cfg = bind_data(cfg)  # its fingerprint is part of the id: a run on other data is another run
     if cfg.tensorboard:
         summary_writer()  # a missing package is a one-line error before anything is written
     rid = run_id(cfg)
@@ -147,8 +148,11 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     device = _device(cfg)
     dist = Dist.from_env(device)
     device = dist.device(device.type)
-    lock, refused, state = RunLock(run_dir), None, None
-    if dist.is_main:
+    lock, refused, state, home = RunLock(run_dir), None, None, None
+    earlier: dict = {}
+    if dist.is_main and run_state(run_dir) == "done":
+        state = "done"  # final: said without the lock, which a read-only finished sweep could not take
+    elif dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
             lock.__enter__()  # two launches of one sweep never run a run at once
@@ -160,7 +164,10 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
             state = run_state(run_dir)
             if state in ("done", "corrupt"):
                 lock.__exit__()
-    refused, state = dist.broadcast((refused, state))
+            else:
+                earlier = read_status(run_dir) or {}
+                home = str(run_checkpoints(checkpoint_dir, sweep, rid, run_dir, earlier.get("checkpoint_dir")))
+    refused, state, home = dist.broadcast((refused, state, home))
     if refused:
         raise RunLocked(refused)
     if state == "corrupt":
@@ -171,11 +178,9 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
         return run_dir
     status = {"run_id": rid, "state": "running", "host": socket.gethostname(), "pid": os.getpid(),
               "started": time.time(), "slurm_job_id": slurm_job_id(), "world_size": dist.world,
-              "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
-              "checkpoint_dir": str(Path(checkpoint_dir).resolve() / sweep / rid),
+              "slurm_restarts": int(os.environ.get("SLURM_RESTART_COUNT", 0)), "checkpoint_dir": home,
               "code": code_version(), "machine": machine(device.type)}  # grid/provenance.py
     notes: list[str] = []  # what a launcher shows: resumes, checkpoint fallbacks, skipped data
-    earlier = (read_status(run_dir) or {}) if dist.is_main else {}
     for key in ("code", "machine"):  # a resume on other code or hardware: the run is a mix, and says so
         if earlier.get(key) and earlier[key] != status[key]:
             notes.append(f"resumed with another {key} than it started on: was {json.dumps(earlier[key], sort_keys=True)}")
@@ -184,11 +189,16 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
             write_run_config(run_dir, cfg)  # written by the launcher already, unless run directly
             write_json(run_dir / "status.json", status)
             print(f"[train] {rid}: training on {status['host']} (pid {status['pid']})", file=sys.stderr, flush=True)
+        ckpt = CheckpointManager(home)
+        if dist.is_main:  # before anything is loaded from it: these checkpoints must be this run's
+            ckpt.bind({"run_id": rid, "run_dir": str(run_dir.resolve()), "data": cfg.data.fingerprint})
+        dist.barrier()
         with _noting_warnings(notes):
-            state, signals = _run(cfg, run_dir, CheckpointManager(status["checkpoint_dir"]), device, dist, notes)
+            state, signals = _run(cfg, run_dir, ckpt, device, dist, notes)
         status.update(state=state, finished=time.time(), signals=signals)
     except Exception as exc:  # recorded, then re-raised: the caller decides what continues
-        status.update(state="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+        first = (str(exc).strip().splitlines() or [""])[0]  # the one line a launcher shows; the rest is in traceback
+        status.update(state="failed", error=f"{type(exc).__name__}: {first}", traceback=traceback.format_exc(),
                       finished=time.time())
         raise
     finally:
@@ -309,7 +319,7 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
             # Ranks may see a signal at different steps: agree on it, or one rank would leave
             # the others waiting in a collective.
             stop = bool(dist.sum(torch.tensor([float(preempt.requested)]))[0]) if dist.active else preempt.requested
-            if step % cfg.checkpoint_every == 0 or stop:
+            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or stop:
                 curves.flush()  # first: the steps a checkpoint covers are on disk before it exists
                 save()
                 if stop:
@@ -358,7 +368,7 @@ def _truncate_metrics(path: Path, step: int) -> int:
 
 def run_from_dir(run_dir: Path, checkpoint_dir: Path = DEFAULT_CHECKPOINTS) -> Path:
     """Train the run whose directory a launcher wrote: results/<sweep>/<run_id>/config.yaml.
-    Checkpoints go to checkpoint_dir/<sweep>/<run_id>."""
+    Checkpoints go to checkpoint_dir/<sweep>/<run_id>-<run dir key> (grid/checkpoint.py `run_checkpoints`)."""
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.exists():
@@ -368,6 +378,14 @@ def run_from_dir(run_dir: Path, checkpoint_dir: Path = DEFAULT_CHECKPOINTS) -> P
     if run_id(cfg) != run_dir.name:
         raise ConfigError(f"{config} describes run {run_id(cfg)}, not {run_dir.name}: it was edited by hand; "
                           "restore it (git checkout) or launch the changed config as a new run")
+    bound = bind_data(cfg)
+    if run_id(bound) != run_dir.name:  # config.yaml names no fingerprint: runs from before had LEGACY_DATA
+        data = f"the {cfg.data.dataset} data in {cfg.data.data_dir or 'the default data dir'} ({bound.data.fingerprint})"
+        if run_state(run_dir) == "new":
+            raise ConfigError(f"{config} names no data.fingerprint, and {data} is not what that means "
+                              f"({LEGACY_DATA}): launch it with grid/launch.py, which records the fingerprint")
+        raise ValueError(f"{run_dir.name} was trained on the data of fingerprint {LEGACY_DATA}, not {data}: "
+                         "prepare that data again, or launch on this data as a new run")
     return train(cfg, run_dir.parent.parent, checkpoint_dir, run_dir.parent.name)
 
 

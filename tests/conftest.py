@@ -94,6 +94,26 @@ def image():
 
 
 
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file data/atomic.py opens fails its writes as on a full disk: OSError ENOSPC, which
+    a write reports without a filename."""
+    import builtins
+    import errno
+
+    from data import atomic
+
+    def no_space(data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, *args, **kwargs):
+        f = builtins.open(path, *args, **kwargs)
+        f.write = no_space
+        return f
+
+    monkeypatch.setattr(atomic, "open", full_open, raising=False)
+
+
 CORPORA = ("wordnet", "fortunes")
 TINY_PREPARE = PrepareConfig(vocab_size=300, corpora=CORPORA, train_images=48, eval_images=16, ae_steps=3, ae_batch=8)
 

@@ -3,13 +3,15 @@ uninterrupted run. grid/faults.py kills the trainer (SIGKILL, from inside) at a 
 mid-checkpoint (state.pt written, meta.json not), mid-metrics-line (a torn line), during
 evaluation, and between evals.json and the final status.json. A relaunch through the real
 launcher must end with the same metrics.jsonl and evals.json, and nothing but the run dir
-differs. The fast test covers each point once; the slow one 24 seeded (point, occurrence) pairs."""
+differs. The fast test covers each point once; the slow ones 24 seeded (point, occurrence) pairs,
+and 8 seeded kill -9s of the launcher's whole process group."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +82,21 @@ def test_random_kills_then_a_relaunch_equal_an_uninterrupted_run(reference, tmp_
     point = POINTS[seed % len(POINTS)]  # every point six times
     k = {"checkpoint": rng.randint(1, 3), "metrics": rng.randint(1, 20)}.get(point, 1)
     _killed_then_relaunched(reference, tmp_path, point, k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(8))
+def test_kill_9_to_the_launchers_process_group_then_a_relaunch_equals_an_uninterrupted_run(reference, tmp_path, seed):
+    """The launcher and every worker at once, at a seeded moment from start-up to the end of the
+    evaluation (as a node loss or `kill -9 -PGID` would)."""
+    root, expected = reference
+    launch = subprocess.Popen(_cmd(tmp_path, root), start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        launch.wait(timeout=random.Random(seed).uniform(1.0, 40.0))
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+        launch.wait(timeout=30)
+    relaunch = subprocess.run(_cmd(tmp_path, root), capture_output=True, text=True, timeout=600)
+    assert relaunch.returncode == 0, relaunch.stderr[-2000:]
+    assert _result(tmp_path) == expected

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from grid.config import load_config
+from grid.faults import ENV_VAR
 from grid.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +187,27 @@ def test_a_worker_that_dies_before_its_status_is_named_with_its_last_words(prepa
     lines = [line for line in out.stderr.splitlines() if "before recording a state" in line]
     assert out.returncode == 1 and len(lines) == 2, out.stderr
     assert all("exited with 1" in line and "Cannot load libtorch_cpu.so" in line for line in lines)
+
+
+def test_an_empty_lock_resumes_and_a_reused_pid_is_named_with_the_rm_that_clears_it(prepared, tmp_path):
+    """A lock left empty (a full disk) must not keep its run from resuming; an old lock (no start
+    time) whose pid now runs another program is named with the rm that clears it, not waited for."""
+    root, _ = prepared
+    cmd = _cmd(tmp_path, root)
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, ENV_VAR: "checkpoint:2"})  # both runs die mid-way
+    assert killed.returncode == 1, killed.stderr[-2000:]
+    first, second = _runs(tmp_path)
+    (first / ".lock").write_text("")
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        (second / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid}))
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert out.returncode == 1 and _state(first) == "done", out.stderr[-2000:]
+    assert out.stdout.count("resumed from the checkpoint at step") == 1
+    lines = [line for line in out.stderr.splitlines() if second.name in line]
+    assert len(lines) == 1 and f"rm {shlex.quote(str(second / '.lock'))}, then " in lines[0], out.stderr
+    assert lines[0].endswith(shlex.join(["python", "grid/launch.py", *cmd[2:]])), lines[0]  # its own options

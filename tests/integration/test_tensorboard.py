@@ -75,7 +75,7 @@ def test_a_killed_and_resumed_run_has_one_value_per_step(prepared, tmp_path):
                             timeout=600)
     assert killed.returncode == -9, killed.stderr[-2000:]
     run_dir = next((tmp_path / "r" / "adhoc").iterdir())
-    assert CheckpointManager(tmp_path / "c" / "adhoc" / run_dir.name).steps() == [3]
+    assert CheckpointManager(json.loads((run_dir / "status.json").read_text())["checkpoint_dir"]).steps() == [3]
     assert max(s for s, _ in _scalars(run_dir)["loss"]) == 6  # the steps the resume rewrites are on disk
     train(load_config(None, overrides), tmp_path / "r", tmp_path / "c")
     assert len(list((run_dir / "tensorboard").iterdir())) == 2  # one event file per process

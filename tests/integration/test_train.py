@@ -73,7 +73,8 @@ def test_sigkill_then_resume_ends_exactly_like_an_uninterrupted_run(prepared, tm
     assert proc.poll() is None, f"run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    saved = CheckpointManager(tmp_path / "cb" / "adhoc" / reference.name).steps()
+    killed = json.loads((metrics_file.parent / "status.json").read_text())
+    saved = CheckpointManager(killed["checkpoint_dir"]).steps()
     n_steps = len(_metrics(reference))
     assert saved and 0 < max(saved) < n_steps - 1  # the rerun really resumes mid-run
     resumed = train(cfg, tmp_path / "b", tmp_path / "cb")
@@ -108,11 +109,11 @@ def test_a_run_directory_is_the_message(prepared, tmp_path):
     what the worker read; a hand-edited id field is refused in one line."""
     import yaml
 
-    from grid.identity import run_id
+    from grid.identity import bind_data, run_id
     from grid.runs import write_run_config
 
     root, _ = prepared
-    cfg = load_config(None, _overrides(root, benchmarks="[text]"))
+    cfg = bind_data(load_config(None, _overrides(root, benchmarks="[text]")))  # as the launcher writes it
     run_dir = tmp_path / "r" / "sweep" / run_id(cfg)
     path = write_run_config(run_dir, cfg)
     text = yaml.safe_load(path.read_text())
@@ -130,3 +131,10 @@ def test_a_run_directory_is_the_message(prepared, tmp_path):
     write_run_config(edited, cfg)
     out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), str(edited)], capture_output=True, text=True)
     assert out.returncode == 2 and "edited by hand" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    # A config.yaml written without the data's fingerprint, for data other than the one that means.
+    unbound = load_config(None, _overrides(root, benchmarks="[text]"))
+    path = write_run_config(tmp_path / "r" / "sweep" / run_id(unbound), unbound)
+    out = subprocess.run([sys.executable, str(ROOT / "grid" / "train.py"), str(path.parent)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "names no data.fingerprint" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

@@ -194,3 +194,51 @@ def test_preemption_flag_catches_signal_and_restores_handler():
         assert calls == [signal.SIGUSR1]
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def test_a_full_disk_is_one_line_that_says_so(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    mgr = _save_steps(tmp_path, [1])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 100, 100))  # the fault: 100 B free
+    with pytest.raises(OSError, match=r"disk full: the checkpoint .*step_00000002 needs") as err:
+        mgr.save(2, {"w": torch.zeros(1000)})
+    assert "\n" not in str(err.value)
+    assert mgr.steps() == [1] and not [p for p in mgr.directory.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_failed_write_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    mgr = _save_steps(tmp_path, [1])
+
+    def failing_save(obj, f):  # the fault, as torch reports a short write
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598\nframe #0 ...")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match=r"cannot write the checkpoint .*step_00000002 \(.*unexpected pos 704") as err:
+        mgr.save(2, {"w": torch.zeros(3)})
+    assert "\n" not in str(err.value) and mgr.steps() == [1]
+
+
+def test_ctrl_c_sets_the_flag_and_a_second_one_interrupts():
+    with PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.requested and flag.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_checkpoint_from_before_the_tensor_rng_form_still_resumes(tmp_path):
+    # Its numpy state is numpy's own tuple (an ndarray inside): the three numpy names that
+    # rebuild one are allowed, and the streams come back exactly.
+    _seed_all(5)
+    old = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), "cuda": None}
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    mgr = CheckpointManager(tmp_path / "ckpt")
+    mgr.save(1, {"rng": old})
+    _seed_all(99)
+    set_rng_state(mgr.load(1)["rng"])
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected

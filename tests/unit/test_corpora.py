@@ -106,6 +106,16 @@ def test_gcide_format(tmp_path):
     ]
 
 
+def test_a_gcide_index_that_is_not_utf8_names_the_file_line_and_fix(tmp_path):
+    dict_path, index_path = _write_dictd(tmp_path, {"Cafe": "Cafe, n.\n   A coffee house.\n"})
+    with open(index_path, "ab") as f:
+        f.write(b"caf\xe9\tA\tB\n")  # a Latin-1 headword
+    spec = dataclasses.replace(CORPORA["gcide"], paths=(dict_path, index_path))
+    with pytest.raises(ValueError, match=rf"{re.escape(index_path)} line 2: byte 0xe9 at offset \d+ is not UTF-8: "
+                                         r".*apt-get install --reinstall dict-gcide"):
+        list(spec.documents())
+
+
 def test_wordnet_format(tmp_path):
     licence = "  1 This software and database is being provided\n"
     lines = [f"{i:08d} {lex:02d} n 02 thing_{i} 0 item 1 000 | gloss {i}; \"example {i}\"  \n"

@@ -107,6 +107,17 @@ def test_reader_errors(tmp_path):
         reader.load_state_dict(TextReader(TextSpec(str(tmp_path / "e*.txt"))).state_dict())
 
 
+def test_a_line_that_is_not_utf8_names_the_file_its_offset_and_the_fix(tmp_path):
+    good = json.dumps({"text": "fine"}).encode() + b"\n"
+    (tmp_path / "a.jsonl").write_bytes(good + b'{"text": "caf\xe9"}\n')  # Latin-1, as a careless export writes it
+    with pytest.raises(ValueError) as info:
+        list(iter_documents(TextSpec(str(tmp_path / "a.jsonl"))))
+    message = str(info.value)
+    assert str(tmp_path / "a.jsonl") in message and f"line at byte {len(good)}" in message
+    assert f"byte 0xe9 at offset {len(good) + 13} is not UTF-8" in message and "iconv" in message
+    assert "\n" not in message
+
+
 def test_ranks_read_disjoint_shards_that_cover_everything(tmp_path):
     for shard in range(5):
         with open(tmp_path / f"s{shard}.jsonl", "w") as f:

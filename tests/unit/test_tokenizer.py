@@ -125,3 +125,14 @@ def test_user_tokenizer_missing_special(tmp_path):
     assert added.vocab_size == 303
     with pytest.raises(ValueError, match="must name exactly"):
         Tokenizer.load(tmp_path / "user.json", special_names={"bos": "<s>"})
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"version": "1.0"}', b"\xe9t\xe9"])
+def test_a_file_that_does_not_load_is_one_line_naming_it(tmp_path, content):
+    """tokenizers raises a bare Exception for each of these; the error names the file and the fix."""
+    (tmp_path / "tokenizer.json").write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        Tokenizer.load(tmp_path / "tokenizer.json")
+    message = str(info.value)
+    assert f"tokenizer file {tmp_path / 'tokenizer.json'} does not load" in message
+    assert "python -m data.prepare" in message and "\n" not in message
