@@ -140,9 +140,9 @@ def train(cfg: RunConfig, results_dir: Path = DEFAULT_RESULTS, checkpoint_dir: P
     the tasks of a SLURM job) every rank calls this; rank 0 alone writes the run directory."""
     cfg = resolved(cfg)
     cfg.validate()
-    cfg = bind_data(cfg)  # its fingerprint is part of the id: a run on other data is another run
     if cfg.tensorboard:
         summary_writer()  # a missing package is a one-line error before anything is written
+    cfg = bind_data(cfg)  # its fingerprint is part of the id: a run on other data is another run
     rid = run_id(cfg)
     run_dir = Path(results_dir) / sweep / rid
     device = _device(cfg)
