@@ -47,7 +47,7 @@ from analysis import paper
 from analysis.collect import NETWORK_METRICS
 from analysis.chance import beyond_chance
 from analysis.fit import FitError, fit_isoflop, fit_trendline
-from analysis.guidance import GUIDANCE_FILE, at_scale, read_rows
+from analysis.guidance import GUIDANCE_GLOB, at_scale, guidance_files, read_rows
 from analysis.paired import PairingError, paired_parity
 from analysis.parity import family_parity
 from analysis.primary import EXPLORATORY, FLOP_DEFINITIONS, PRIMARY
@@ -175,16 +175,16 @@ class Judge:
 
     def at_guidance(self, g: pd.DataFrame, scale: float) -> tuple[pd.DataFrame, str]:
         """The runs of g with their t2i/* metrics at guidance `scale`: their own (evals.json) where
-        they were scored there, else grid.guidance's rows (the sweep's guidance.json); an empty
+        they were scored there, else grid.guidance's rows (the sweep's guidance*.json); an empty
         table and why where neither has it."""
         if g.empty or "eval.cfg_scale" not in g:
             return g, ""
         own = pd.to_numeric(g["eval.cfg_scale"], errors="coerce")
         if (own == scale).all():
             return g, ""
-        path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if "path" in g else None
-        if path is not None and path.exists():
-            t = at_scale(g, read_rows([path]), scale)
+        paths = guidance_files(Path(g["path"].iloc[0]).parent) if "path" in g else []
+        if paths:
+            t = at_scale(g, read_rows(paths), scale)
             if not t.empty:
                 return t, ""
         return g.iloc[0:0], f"no FID at guidance {scale:g} (`python -m grid.guidance` scores finished runs there)"
@@ -206,15 +206,15 @@ class Judge:
 
     def guidance_parity(self) -> None:
         """FID parity at the other guidance scales grid.guidance measured on the parity sweep (its
-        guidance.json, where one was committed), labelled exploratory: the primary is the
+        guidance*.json, where committed), labelled exploratory: the primary is the
         paper's 5 (analysis/primary.py)."""
         g, sweep, metric = self.sweep(self.scaling), self.scaling, "t2i/fid"
-        path = Path(g["path"].iloc[0]).parent / GUIDANCE_FILE if not g.empty and "path" in g else None
-        if path is None or not path.exists():
+        paths = guidance_files(Path(g["path"].iloc[0]).parent) if not g.empty and "path" in g else []
+        if not paths:
             return
-        for scale in sorted({r["cfg_scale"] for r in read_rows([path])} - {PRIMARY["parity"].guidance}):
+        for scale in sorted({r["cfg_scale"] for r in read_rows(paths)} - {PRIMARY["parity"].guidance}):
             t, why = self.at_guidance(g, scale)
-            name = f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} ({sweep}/{GUIDANCE_FILE})"
+            name = f"parity FLOP ratio, {paper.FIGURE5[metric]}, at guidance {scale:g} ({sweep}/{GUIDANCE_GLOB})"
             self.paired_row(name, None, t, sweep, metric, f"paired; {EXPLORATORY}", why)
 
     def paired_row(self, name: str, paper_value: float | None, g: pd.DataFrame, sweep: str, metric: str,

@@ -4,7 +4,7 @@
 
 The sweep's evals.json hold one guidance scale for every run (the paper's 5; evals/config.py).
 grid/guidance.py scores finished runs at other scales; this joins its rows (default: the sweep's
-guidance.json) with the sweep's runs (analysis/collect.py) and prints, for each scale, FID and
+guidance*.json) with the sweep's runs (analysis/collect.py) and prints, for each scale, FID and
 the GenEval analogue at each family's largest run, and their parity FLOP ratios with 95%
 intervals computed as analysis/findings.py computes the committed ones (analysis/parity.py; the
 target's seed noise from the sweep's own seed replicates, analysis/seeds.py). The evals.json
@@ -29,6 +29,14 @@ from analysis.tables import to_markdown
 
 METRICS = ("t2i/fid", "t2i/geneval_overall")
 GUIDANCE_FILE = "guidance.json"  # grid.guidance's rows for a sweep, committed beside its runs
+# Runs that land later are scored into a file of their own (guidance-<what>.json), so that no
+# committed file is rewritten and each keeps the code and machine that wrote it.
+GUIDANCE_GLOB = "guidance*.json"
+
+
+def guidance_files(sweep_dir: Path) -> list[Path]:
+    """The grid.guidance files committed beside a sweep's runs, in name order."""
+    return sorted(Path(sweep_dir).glob(GUIDANCE_GLOB))
 
 
 def read_rows(paths: list[Path]) -> list[dict]:
@@ -96,11 +104,11 @@ def guidance_table(table: pd.DataFrame, rows: list[dict], k: int = 200) -> pd.Da
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sweep", type=Path, help="a sweep's results dir, e.g. results/toy-paper")
-    ap.add_argument("--guidance", type=Path, nargs="+", default=None, help="default: SWEEP/guidance.json")
+    ap.add_argument("--guidance", type=Path, nargs="+", default=None, help="default: SWEEP/guidance*.json")
     ap.add_argument("--bootstrap", type=int, default=200, help="resamples for the parity intervals")
     args = ap.parse_args(argv)
     try:
-        rows = read_rows(args.guidance or [args.sweep / GUIDANCE_FILE])
+        rows = read_rows(args.guidance or guidance_files(args.sweep) or [args.sweep / GUIDANCE_FILE])
         table, _ = collect([args.sweep])
         if table.empty:
             raise ValueError(f"{args.sweep}: no finished runs")

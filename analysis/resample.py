@@ -1,6 +1,7 @@
 """Vectorised cluster bootstrap, run until its interval is converged.
 
     w = cluster_counts(rng, n_clusters, k)          # [k, n_clusters] resample counts
+    w = two_stage_counts(rng, members, k)           # [k, n_rows]: clusters, then rows within each
     slope, mx, my = weighted_line(w_rows, x, y)     # one least-squares line per resample
     iv = converged_interval(draw, seed=0)           # draw(rng, k) -> k draws (log space)
 
@@ -37,6 +38,24 @@ LEVEL = 0.95
 def cluster_counts(rng: np.random.Generator, n_clusters: int, k: int) -> np.ndarray:
     """How often each of n clusters is drawn in each of k resamples of n clusters with replacement."""
     return rng.multinomial(n_clusters, np.full(n_clusters, 1.0 / n_clusters), size=k).astype(float)
+
+
+def two_stage_counts(rng: np.random.Generator, members: np.ndarray, k: int) -> np.ndarray:
+    """How often each row is drawn in each of k two-stage resamples: clusters (members [n_rows]
+    names each row's cluster, 0..G-1) drawn with replacement, then, for each draw of a cluster
+    with m rows, m of its rows drawn with replacement (Davison & Hinkley 1997, sec 3.8). The
+    second stage carries the noise between replicates inside one cluster, which the first
+    cannot see: where a single cluster rules the statistic (the largest setting with its seed
+    replicates, read at its own compute), resampling whole clusters alone holds that cluster's
+    mean fixed in every draw that has it."""
+    n_clusters = int(members.max()) + 1
+    clusters = cluster_counts(rng, n_clusters, k)
+    counts = clusters[:, members]
+    for c in np.flatnonzero(np.bincount(members, minlength=n_clusters) > 1):
+        rows = np.flatnonzero(members == c)
+        m = len(rows)
+        counts[:, rows] = rng.multinomial((clusters[:, c] * m).astype(np.int64), np.full(m, 1.0 / m))
+    return counts
 
 
 def weighted_line(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

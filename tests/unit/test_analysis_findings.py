@@ -173,3 +173,26 @@ def test_fid_parity_at_each_guidance_scale_of_the_sweeps_guidance_json(tmp_path)
     low = _row(f, "parity FLOP ratio, image generation FID, at guidance 1 ")
     assert low["estimator"] == "paired; exploratory"
     assert float(low["ours [95%]"].split(" ")[0]) == pytest.approx(2.0, rel=0.1) and low["verdict"] == "not reproduced"
+
+
+def test_runs_scored_later_are_read_from_a_guidance_file_of_their_own(tmp_path):
+    """Rows of runs that landed after guidance.json was committed sit in guidance-<what>.json:
+    both files are read, so the late runs count at each scale and no committed file changes."""
+    sweep = tmp_path / "toy-paper"
+    sweep.mkdir()
+    runs, first, later = [], [], []
+    for fam, shift in (("transfusion", 2.0), ("chameleon", 1.0)):
+        for i, c in enumerate(np.geomspace(1e11, 1e13, 8)):
+            name = f"{fam}-{c:.0e}"
+            runs.append({"sweep": "toy-paper", "family": fam, "size": f"s{c:.0e}", "seed": 0, "D": c / 6e5,
+                         "D_budget": c / 6e5, "n_nonembedding": 1e5, "flops": c, "run": name,
+                         "path": str(sweep / name), "eval.cfg_scale": 5.0, "t2i/fid": 100 * (c / 1e11) ** -0.3})
+            (later if i == 7 else first).append({"run": f"results/toy-paper/{name}", "cfg_scale": 1.0,
+                                                 "t2i/fid": 100 * (c * shift / 1e11) ** -0.3})
+    (sweep / "guidance.json").write_text(json.dumps({"rows": first}))
+    table = pd.DataFrame(runs)
+    one = _row(findings(table, bootstrap_k=50), "parity FLOP ratio, image generation FID, at guidance 1 ")
+    (sweep / "guidance-seed1.json").write_text(json.dumps({"rows": later}))
+    both = _row(findings(table, bootstrap_k=50), "parity FLOP ratio, image generation FID, at guidance 1 ")
+    assert "7 matched pairs" in one["runs and notes"] and "8 matched pairs" in both["runs and notes"]
+    assert "guidance*.json" in both["finding"]
