@@ -6,12 +6,17 @@ repository):
     manifest.json                 what was built, with which settings, and its statistics
     text/<corpus>/{train,heldout}.jsonl
     tokenizer.json
-    tokens/train.pt               all training text, tokenized: {tokens int32, offsets int64}
-    tokens/heldout_<role>.pt      held-out text per evaluation role (c4, wiki), same format
+    shards/text_train/            all training text, tokenized: a shard set (data/arrays.py)
+    shards/text_heldout_<role>/   held-out text per evaluation role (c4, wiki), the same
     images/<dataset>_<split>.pt   {images uint8 [N,3,H,W], captions [[str]], meta [...]}
     autoencoders/<dataset>/{kl,vq}/
     encoded/<dataset>_<split>_{kl,vq}.pt   latents float [N,C,h,w] / codes int16 [N,h,w]
+    shards/<dataset>_<split>_{kl,vq}/      the same latents / codes with tokenized captions:
+                                  a shard set, what the training stream reads
 
+The training stream reads shard sets only, memory-mapped, in the format data.encode writes for
+a cluster's own data: the embedded default exercises the cluster's data path. The .pt files
+are what evaluation reads whole (a few thousand scored images with their scene graphs).
 Everything downstream (the trainer, evaluation) opens the data through `EmbeddedData`.
 """
 
@@ -23,7 +28,8 @@ from pathlib import Path
 import torch
 
 from data.autoencoders import ImageAutoencoder, load as load_autoencoder
-from data.stream import ImagePairs, TokenDocuments
+from data.arrays import ShardError, ShardSet
+from data.stream import ShardDocuments, ShardPairs
 from data.tokenizer import Tokenizer
 from data.paths import ENV_VAR, REPO_ROOT, Paths, default_data_dir  # noqa: F401 (re-exported)
 from data.worlds import IMAGE_DATASETS, autoencoder_dataset
@@ -62,10 +68,17 @@ class EmbeddedData:
             self._tokenizer = Tokenizer.load(self.paths.tokenizer)
         return self._tokenizer
 
-    def text_documents(self, name: str = "train", seed: int = 0) -> TokenDocuments:
-        """Token documents: "train" or "heldout_<role>" (role c4 or wiki)."""
-        d = load_file(self.paths.tokens(name))
-        return TokenDocuments(d["tokens"], d["offsets"], seed)
+    def has_text(self, name: str) -> bool:
+        """Whether the data dir holds text `name` (the tiny test data has no heldout_c4)."""
+        return (self.paths.text_shards(name) / "index.json").exists()
+
+    def text_shards(self, name: str) -> ShardSet:
+        """The shard set of text `name`, for reading its documents in file order."""
+        return self._shards(self.paths.text_shards(name), "shapes")
+
+    def text_documents(self, name: str = "train", seed: int = 0, stream: int = 0, streams: int = 1) -> ShardDocuments:
+        """Token documents: "train" or "heldout_<role>" (role c4 or wiki), in stream `stream`'s order."""
+        return ShardDocuments(self.text_shards(name), seed, stream, streams)
 
     def image_set(self, dataset: str, split: str) -> dict:
         """{images uint8 [N,3,H,W], captions [[str]], meta [...]}."""
@@ -78,9 +91,21 @@ class EmbeddedData:
         x = load_file(self.paths.encoded(dataset, split, kind), dataset)
         return x.long() if kind == "vq" else x.float()
 
-    def pairs(self, dataset: str, split: str, kind: str, seed: int = 0) -> ImagePairs:
-        """An image-caption source of encoded images for the training stream."""
-        return ImagePairs(self.encoded(dataset, split, kind), self.image_set(dataset, split)["captions"], seed)
+    def pairs(self, dataset: str, split: str, kind: str, seed: int = 0, stream: int = 0, streams: int = 1) -> ShardPairs:
+        """An image-caption source of encoded images with tokenized captions, in stream `stream`'s order."""
+        _check(dataset, IMAGE_DATASETS, "image dataset")
+        _check(kind, AUTOENCODER_KINDS, "autoencoder kind")
+        return ShardPairs(self._shards(self.paths.image_shards(dataset, split, kind), dataset), seed, stream, streams)
+
+    def _shards(self, directory: Path, dataset: str) -> ShardSet:
+        if not (directory / "index.json").exists():
+            extra = "" if dataset == "shapes" else f" --datasets shapes,{dataset}"
+            raise FileNotFoundError(f"{directory} is missing: run `python -m data.prepare --data-dir "
+                                    f"{self.paths.root}{extra}` (or set {ENV_VAR})")
+        try:
+            return ShardSet(directory)
+        except ShardError as exc:
+            raise ValueError(f"{exc}; python -m data.prepare --data-dir {self.paths.root} rebuilds it") from None
 
     def autoencoder(self, dataset: str, kind: str) -> ImageAutoencoder:
         _check(kind, AUTOENCODER_KINDS, "autoencoder kind")

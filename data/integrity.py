@@ -3,9 +3,10 @@
 Every prepared file is written atomically (data/atomic.py), so a damaged one comes from outside:
 a hand edit, a copy cut short, a failing disk. `damage(path)` says what is wrong, reading at most
 the file once and parsing nothing large: JSON is parsed, JSONL is checked to be UTF-8 ending in
-a newline, a torch file's zip directory and a safetensors header must agree with the file's size.
+a newline, a torch file's zip directory, a numpy array's header and a safetensors header must
+agree with the file's size.
 
-    damage(Path("data_cache/tokens/train.pt"))      # None, or e.g. "not a torch file (...)"
+    damage(Path("data_cache/images/shapes_train.pt"))   # None, or e.g. "not a torch file (...)"
     read_json(path, fix="delete it and rerun ...")  # the object, or ValueError in one line
     decode_utf8(raw, where, fix)                    # str, or ValueError naming the byte
 """
@@ -102,7 +103,24 @@ def _safetensors_problem(path: Path) -> str | None:
     return None if end == size else f"cut short or padded: {size} bytes, its header describes {end}"
 
 
+def _npy_problem(path: Path) -> str | None:
+    """A numpy array file whose header does not parse, or whose size is not what it declares."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+        except (ValueError, OSError, SyntaxError) as exc:
+            return f"not a numpy array file ({exc})"
+        expected = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = path.stat().st_size
+    return None if size == expected else f"cut short: {size} bytes, its header declares {expected}"
+
+
 _CHECKS: dict[str, Callable[[Path], str | None]] = {
+    ".npy": _npy_problem,
     ".json": lambda p: _json_problem(p.read_bytes()),
     ".jsonl": _utf8_lines_problem,
     ".pt": _torch_problem,

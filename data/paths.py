@@ -31,8 +31,13 @@ class Paths:
     def tokenizer(self) -> Path:
         return self.root / "tokenizer.json"
 
-    def tokens(self, name: str) -> Path:
-        return self.root / "tokens" / f"{name}.pt"
+    def text_shards(self, name: str) -> Path:
+        """A shard set of tokenized text (data/arrays.py): "train" or "heldout_<role>"."""
+        return self.root / "shards" / f"text_{name}"
+
+    def image_shards(self, dataset: str, split: str, kind: str) -> Path:
+        """A shard set of one split's latents (kind "kl") or codes ("vq") with tokenized captions."""
+        return self.root / "shards" / f"{dataset}_{split}_{kind}"
 
     def images(self, dataset: str, split: str) -> Path:
         return self.root / "images" / f"{dataset}_{split}.pt"

@@ -6,13 +6,15 @@ loads), so a second call does nothing, an interrupted call resumes at the step i
 damaged file is named and rebuilt:
   text        offline corpora -> train / held-out JSONL         (data/corpora.py)
   tokenizer   byte-level BPE on the training text                (data/tokenizer.py)
-  tokens      all text tokenized once into flat arrays
+  tokens      all text tokenized once into shard sets (data/arrays.py)
   images      the shapes world (and optionally its variants, data/worlds.py, and Fashion-MNIST)
               rendered to uint8 tensors
   autoencoders  a KL VAE and a VQ-VAE per image dataset (a shapes variant uses shapes'), trained
               here; PSNR and, for shapes, the checker's recognition rate of reconstructed scenes
               are recorded
   encoded     latents and code grids of every image split, computed once
+  shards      the same latents and codes with their captions tokenized, as shard sets: what the
+              training stream reads (data.encode writes a cluster's own data the same way)
 Every file is written to a temporary name and renamed; the manifest is rewritten after each
 step. The layout is described in data/embedded.py.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import hashlib
 import json
 import sys
 import time
@@ -41,6 +44,7 @@ from data.autoencoder_train import train_autoencoder
 from data.autoencoders import AutoencoderConfig, encode_dataset, load as load_autoencoder, psnr
 from data.corpora import choose_corpora, prepared_paths, roles_for, text_files, write_corpus_text
 from data import pretrained
+from data.arrays import ShardSet, caption_arrays, write_index, write_shard
 from data.atomic import save_atomic, write_text_atomic
 from data.embedded import Paths, default_data_dir
 from data.integrity import damage, read_json
@@ -143,12 +147,17 @@ class Prepare:
             stats = {}
             for name, files in names.items():
                 tokens, offsets = _tokenize(tok, TextReader(TextSpec(files)), progress=f"[prepare] tokens {name}")
-                save_atomic({"tokens": tokens, "offsets": offsets}, self.paths.tokens(name))
+                out = self.paths.text_shards(name)
+                write_shard(out, "00000", "text", {"tokens": tokens.numpy(), "offsets": offsets.numpy()})
+                write_index(out, ["00000"], self._shard_meta())
                 stats[name] = {"docs": offsets.numel() - 1, "tokens": tokens.numel()}
             return stats
 
         params = self.manifest["steps"]["tokenizer"]["params"]
-        self.step("tokens", params, [self.paths.tokens(n) for n in names], build)
+        self.step("tokens", params, [self.paths.text_shards(n) for n in names], build, load=_open_shards)
+
+    def _shard_meta(self) -> dict:
+        return {"written_by": "data.prepare", "tokenizer_sha256": hashlib.sha256(self.paths.tokenizer.read_bytes()).hexdigest()}
 
     # ------------------------------------------------------------------ images
 
@@ -213,6 +222,32 @@ class Prepare:
 
             self.step(f"encoded/{dataset}/{kind}", params, outputs, build)
 
+    def shards(self, dataset: str) -> None:
+        """Each split's latents (kl) or codes (vq) with its captions tokenized, as one-shard sets."""
+        for kind in ("kl", "vq"):
+            steps = self.manifest["steps"]
+            params = {"encoded": steps[f"encoded/{dataset}/{kind}"]["params"], "images": steps[f"images/{dataset}"]["params"],
+                      "tokenizer": steps["tokenizer"]["params"]}
+
+            def build(kind=kind) -> dict:
+                tok = Tokenizer.load(self.paths.tokenizer)
+                stats = {}
+                for split in SPLITS:
+                    encoded = torch.load(self.paths.encoded(dataset, split, kind), weights_only=True)
+                    captions = torch.load(self.paths.images(dataset, split), weights_only=True)["captions"]
+                    flat = tok.encode_batch([c for per_image in captions for c in per_image])
+                    it = iter(flat)
+                    arrays = caption_arrays([[next(it) for _ in per_image] for per_image in captions])
+                    out = self.paths.image_shards(dataset, split, kind)
+                    name = "latents" if kind == "kl" else "codes"
+                    write_shard(out, "00000", name, {name: encoded.numpy(), **arrays})
+                    write_index(out, ["00000"], {**self._shard_meta(), "autoencoder": kind})
+                    stats[split] = {"images": int(encoded.shape[0]), "captions": len(flat)}
+                return stats
+
+            outputs = [self.paths.image_shards(dataset, s, kind) for s in SPLITS]
+            self.step(f"shards/{dataset}/{kind}", params, outputs, build, load=_open_shards)
+
     def run(self) -> dict:
         """Build every step that is missing, outdated or damaged, holding the data dir's lock
         throughout; returns the manifest."""
@@ -231,7 +266,15 @@ class Prepare:
                 self.images(dataset)
                 self.autoencoders(dataset)
                 self.encoded(dataset)
+                self.shards(dataset)
         return self.manifest
+
+
+def _open_shards(directory: Path) -> None:
+    """Every shard of a set maps (its files exist and hold what the index says)."""
+    shards = ShardSet(directory)
+    for i in range(len(shards)):
+        shards.shard(i)
 
 
 def _given_tokenizer(path: Path) -> Tokenizer:

@@ -12,15 +12,20 @@ from one torch.Generator whose state is saved, and each source keeps an exact po
 would have seen (DESIGN.md: resume includes the data position).
 
 A source is any object with `next() -> item` plus `state_dict()` / `load_state_dict()`:
-text sources yield token id tensors [n]; pair sources yield (image tensor, captions).
+text sources yield token id tensors [n]; pair sources yield (image tensor, captions), the
+captions as token id tensors (shard sets store them tokenized) or as text, which the stream's
+`encode_caption` then tokenizes.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
+from data.arrays import ShardSet
+from data.order import ShardOrder
 from data.sequences import Packer
 from data.stream_config import StreamConfig  # torch-free, so a run config can hold one
 from model.batch import Image, PackedBatch, SpecialTokens, Text
@@ -32,79 +37,48 @@ class Source(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class EpochSampler:
-    """Indices into a fixed set of `size` items: a fresh seeded permutation every epoch,
-    so the order is shuffled yet reproducible from (seed, epoch, position)."""
+class ShardDocuments:
+    """Text documents of a shard set (data/arrays.py) in one stream's order (data/order.py).
+    Yields token ids [n] (int64)."""
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
-        if size <= 0:
-            raise ValueError("cannot sample from an empty set: prepare the data first (python -m data.prepare)")
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.epoch, self.pos = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> torch.Tensor:
-        if not self.shuffle:
-            return torch.arange(self.size)
-        return torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-
-    def next(self) -> int:
-        if self.pos == self.size:
-            self.epoch, self.pos = self.epoch + 1, 0
-            self._order = self._permutation()
-        self.pos += 1
-        return int(self._order[self.pos - 1])
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.pos = state["epoch"], state["pos"]
-        self._order = self._permutation()
-
-
-class TokenDocuments:
-    """Pre-tokenized documents stored flat: tokens [total] and offsets [n_docs + 1]
-    (document i is tokens[offsets[i]:offsets[i+1]]). Yields token id tensors."""
-
-    def __init__(self, tokens: torch.Tensor, offsets: torch.Tensor, seed: int = 0) -> None:
-        if offsets.numel() < 2 or offsets[-1] != tokens.numel():
-            raise ValueError(f"offsets (last {int(offsets[-1]) if offsets.numel() else '-'}) do not match "
-                             f"{tokens.numel()} tokens: the token file is corrupt, rerun python -m data.prepare")
-        self.tokens, self.offsets = tokens, offsets
-        self.sampler = EpochSampler(offsets.numel() - 1, seed)
+    def __init__(self, shards: ShardSet, seed: int = 0, stream: int = 0, streams: int = 1) -> None:
+        if shards.kind != "text":
+            raise ValueError(f"{shards.directory} holds {shards.kind}, not text documents")
+        self.shards = shards
+        self.order = ShardOrder(shards.sizes, seed, stream, streams)
 
     def next(self) -> torch.Tensor:
-        i = self.sampler.next()
-        return self.tokens[self.offsets[i]:self.offsets[i + 1]].long()
+        shard, i = self.order.next()
+        return torch.from_numpy(self.shards.shard(shard).doc(i).astype(np.int64))
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
+        self.order.load_state_dict(state)
 
 
-class ImagePairs:
-    """A fixed set of encoded images (latents [N, C, h, w] or codes [N, h, w]) with their
-    captions (a list of references per image). Yields (image, captions)."""
+class ShardPairs:
+    """Encoded images of a shard set (latents [C, h, w] float32, or codes [h, w] int64) with
+    their tokenized captions, in one stream's order. Yields (image, [caption ids [n]])."""
 
-    def __init__(self, images: torch.Tensor, captions: list[list[str]], seed: int = 0) -> None:
-        if images.shape[0] != len(captions):
-            raise ValueError(f"{images.shape[0]} images but {len(captions)} caption lists: the cached "
-                             f"image set is inconsistent, rerun python -m data.prepare")
-        self.images, self.captions = images, captions
-        self.sampler = EpochSampler(images.shape[0], seed)
+    def __init__(self, shards: ShardSet, seed: int = 0, stream: int = 0, streams: int = 1) -> None:
+        if shards.kind not in ("latents", "codes"):
+            raise ValueError(f"{shards.directory} holds {shards.kind}, not encoded images")
+        self.shards, self.codes = shards, shards.kind == "codes"
+        self.order = ShardOrder(shards.sizes, seed, stream, streams)
 
-    def next(self) -> tuple[torch.Tensor, list[str]]:
-        i = self.sampler.next()
-        return self.images[i], self.captions[i]
+    def next(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        shard, i = self.order.next()
+        image, captions = self.shards.shard(shard).item(i)
+        image = torch.from_numpy(np.array(image, dtype=np.int64 if self.codes else np.float32))
+        return image, [torch.from_numpy(c.astype(np.int64)) for c in captions]
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return self.order.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
+        self.order.load_state_dict(state)
 
 
 class TokenizedText:
@@ -163,8 +137,6 @@ class MixedStream:
             raise ValueError(f"text_share={cfg.text_share} but no text source was given")
         if pairs is None and cfg.text_share < 1:
             raise ValueError(f"text_share={cfg.text_share} leaves room for images but no image source was given")
-        if pairs is not None and encode_caption is None:
-            raise ValueError("an image-caption source needs encode_caption (a tokenizer)")
         self.cfg, self.text, self.pairs, self.encode_caption = cfg, text, pairs, encode_caption
         self.packer = Packer(cfg.seq_len, special, elements_per_image)
         self.patches = elements_per_image
@@ -193,11 +165,19 @@ class MixedStream:
         if drop < self.cfg.caption_dropout:
             self.pair_elements += self.patches + 4  # BOS, BOI, EOI, EOS
             return [Image(image)]
-        ids = torch.as_tensor(self.encode_caption(captions[pick]), dtype=torch.long)
+        ids = self._caption_ids(captions[pick])
         self.pair_elements += ids.numel() + self.patches + 4
         if caption_first:
             return [Text(ids), Image(image)]
         return [Image(image), Text(ids)]
+
+    def _caption_ids(self, caption) -> torch.Tensor:
+        if isinstance(caption, torch.Tensor):
+            return caption
+        if self.encode_caption is None:
+            raise ValueError("the image-caption source yields text captions but the stream has no tokenizer "
+                             "(encode_caption)")
+        return torch.as_tensor(self.encode_caption(caption), dtype=torch.long)
 
     def next_batch(self) -> PackedBatch:
         """The next batch_rows full rows."""

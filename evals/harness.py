@@ -154,10 +154,9 @@ def _text(ctx: _Context) -> dict:
     out, token_bytes = {}, ctx.tok.token_bytes()
     for role in ("c4", "wiki"):
         name = f"heldout_{role}"
-        if not ctx.data.paths.tokens(name).exists():
+        if not ctx.data.has_text(name):
             continue  # a data directory without that corpus (the tiny test data has no c4)
-        src = ctx.data.text_documents(name)
-        docs = text_mod.heldout_documents(src.tokens, src.offsets, ctx.cfg.text_tokens)
+        docs = text_mod.heldout_documents(ctx.data.text_shards(name).documents(), ctx.cfg.text_tokens)
         n_pieces = sum(-(-x.numel() // ctx.cfg.text_context) for x in docs)
         with ctx.bar(f"text {role}", n_pieces) as bar:
             res = text_mod.perplexity(ctx.model, docs, ctx.tok.special.bos, token_bytes, ctx.cfg.text_context,

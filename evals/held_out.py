@@ -33,7 +33,7 @@ def held_out_losses(family: Family, data: EmbeddedData, dataset: str, stream: St
     """{<source>/<term>: mean over `batches` batches}; the caller puts the model in eval mode."""
     tok = data.tokenizer
     sources = {f"text_{role}": (data.text_documents(f"heldout_{role}", seed=HELD_OUT_SEED), None, 1.0, ("lm",))
-               for role in ("c4", "wiki") if data.paths.tokens(f"heldout_{role}").exists()}
+               for role in ("c4", "wiki") if data.has_text(f"heldout_{role}")}
     sources["images_val"] = (None, data.pairs(dataset, "val", family.image_kind, seed=HELD_OUT_SEED), 0.0,
                              family.held_out_terms)
     out = {}

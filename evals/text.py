@@ -18,7 +18,9 @@ nats by the UTF-8 bytes those tokens stand for, which makes it comparable across
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,16 +78,16 @@ def score_pieces(model: nn.Module, pieces: list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def heldout_documents(tokens: torch.Tensor, offsets: torch.Tensor, max_tokens: int) -> list[torch.Tensor]:
-    """The first documents of a held-out file (tokens [total], offsets [n_docs + 1]) in file
-    order, the last one cut so that max_tokens are scored in all (fixed: no sampling)."""
+def heldout_documents(documents: Iterable, max_tokens: int) -> list[torch.Tensor]:
+    """The first of the held-out documents (token id arrays, in file order: a text shard set's
+    `documents()`), the last one cut so that max_tokens are scored in all (fixed: no sampling)."""
     docs, left = [], max_tokens
-    for i in range(offsets.numel() - 1):
+    for doc in documents:
         if left <= 0:
             break
-        doc = tokens[int(offsets[i]):int(offsets[i + 1])][:left]
+        doc = torch.as_tensor(np.asarray(doc[:left], dtype=np.int64))
         if doc.numel():
-            docs.append(doc.long())
+            docs.append(doc)
             left -= doc.numel()
     return docs
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.atomic import save_torch, tensor_bytes, write_dir_atomic, write_text_atomic
+from data.atomic import file_sha256, save_torch, tensor_bytes, write_dir_atomic, write_text_atomic
 from grid.faults import fault_point
 
 STATE_FILE, META_FILE, OWNER_FILE = "state.pt", "meta.json", "owner.json"
@@ -48,14 +48,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -174,7 +166,7 @@ class CheckpointManager:
             fault_point("checkpoint")
             # meta.json last: its presence with a matching checksum is what marks the state complete.
             meta = {"step": step, "file": STATE_FILE, "bytes": state_path.stat().st_size,
-                    "sha256": _sha256(state_path), "saved_at": time.time()}
+                    "sha256": file_sha256(state_path), "saved_at": time.time()}
             with open(tmp / META_FILE, "w") as f:
                 json.dump(meta, f, indent=1)
                 f.flush()
@@ -200,7 +192,7 @@ class CheckpointManager:
             raise CorruptCheckpoint(f"{path}: {META_FILE} does not describe step {step}: {meta!r}")
         state_path = path / meta.get("file", STATE_FILE)
         try:
-            digest = _sha256(state_path)
+            digest = file_sha256(state_path)
         except OSError as exc:
             raise CorruptCheckpoint(f"{path}: cannot read {state_path.name} ({exc})") from exc
         if digest != meta["sha256"]:

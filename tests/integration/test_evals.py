@@ -13,6 +13,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,7 +65,7 @@ def _chameleon(data: EmbeddedData) -> Chameleon:
 def text_model(data) -> Transfusion:
     """A tiny Transfusion trained for a few seconds on the training text only."""
     model = _transfusion(data, dim=64)
-    train = data.text_documents("train").tokens.long()
+    train = torch.from_numpy(np.asarray(data.text_shards("train").shard(0).tokens, dtype=np.int64))
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(150):
@@ -113,8 +114,7 @@ def test_cider_of_references_is_high_and_of_shuffled_captions_low(data):
 
 
 def test_trained_model_perplexity_is_below_the_unigram_perplexity_of_the_same_text(data, text_model):
-    src = data.text_documents("heldout_wiki")
-    docs = heldout_documents(src.tokens, src.offsets, 4096)
+    docs = heldout_documents(data.text_shards("heldout_wiki").documents(), 4096)
     res = perplexity(text_model, docs, data.tokenizer.special.bos, data.tokenizer.token_bytes(), context=64)
     assert res["tokens"] == 4096
     assert res["ppl"] < 0.8 * unigram_perplexity(docs)
@@ -201,9 +201,9 @@ def test_lm_eval_ranks_real_continuations_above_reversed_ones(data, text_model, 
     pytest.importorskip("lm_eval", reason="lm_eval not installed (pip install -e .[lmeval])")
     from evals.lm_eval_adapter import SuiteLM, run_lm_eval
 
-    tok, src = data.tokenizer, data.text_documents("heldout_wiki")
+    tok = data.tokenizer
     rows, rng = [], random.Random(0)
-    for doc in heldout_documents(src.tokens, src.offsets, 20000):
+    for doc in heldout_documents(data.text_shards("heldout_wiki").documents(), 20000):
         if doc.numel() >= 24 and len(rows) < 20:
             context, real = tok.decode(doc[:16]), tok.decode(doc[16:24])
             choices = [real, real[::-1]]

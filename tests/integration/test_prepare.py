@@ -82,7 +82,8 @@ def test_changed_setting_rebuilds_only_what_depends_on_it(prepared, tiny_prepare
     lines: list[str] = []
     Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "ae_steps": 4}), log=lines.append).run()
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
-    assert rebuilt == {"autoencoders/shapes/kl", "autoencoders/shapes/vq", "encoded/shapes/kl", "encoded/shapes/vq"}
+    assert rebuilt == {"autoencoders/shapes/kl", "autoencoders/shapes/vq", "encoded/shapes/kl", "encoded/shapes/vq",
+                       "shards/shapes/kl", "shards/shapes/vq"}
 
 
 def test_clear_errors(prepared, tmp_path, capsys):
@@ -95,9 +96,9 @@ def test_clear_errors(prepared, tmp_path, capsys):
     broken = tmp_path / "broken"
     import shutil
     shutil.copytree(root, broken)
-    (broken / "tokens" / "train.pt").write_bytes(b"not a tensor file")
-    with pytest.raises(ValueError, match="unreadable"):
-        EmbeddedData(broken).text_documents("train")
+    (broken / "shards" / "text_train" / "00000.tokens.npy").write_bytes(b"not an array file")
+    with pytest.raises(ValueError, match="00000.tokens.npy is unreadable"):
+        EmbeddedData(broken).text_documents("train").next()
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert main(["--data-dir", str(a_file)]) == 2
@@ -115,7 +116,7 @@ def test_a_given_tokenizer_replaces_training(prepared, tiny_prepare, tmp_path):
     lines: list[str] = []
     Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "tokenizer": str(given)}), log=lines.append).run()
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
-    assert rebuilt == {"tokenizer", "tokens"}
+    assert rebuilt == {"tokenizer", "tokens", "shards/shapes/kl", "shards/shapes/vq"}
     assert (copy / "tokenizer.json").read_bytes() == given.read_bytes()
     (copy / "tokenizer.json").write_text("garbage")  # the stored copy is damaged: copied again
     lines.clear()
@@ -134,7 +135,8 @@ def test_a_shapes_variant_is_rendered_and_encoded_with_the_base_worlds_autoencod
     lines: list[str] = []
     Prepare(copy, PrepareConfig(**{**tiny_prepare.__dict__, "datasets": ("shapes-2",)}), log=lines.append).run()
     rebuilt = {line.split(":")[0].split()[-1] for line in lines if "building" in line}
-    assert rebuilt == {"images/shapes-2", "encoded/shapes-2/kl", "encoded/shapes-2/vq"}  # no autoencoder trained
+    assert rebuilt == {"images/shapes-2", "encoded/shapes-2/kl", "encoded/shapes-2/vq", "shards/shapes-2/kl",
+                       "shards/shapes-2/vq"}  # no autoencoder trained
     assert not (copy / "autoencoders" / "shapes-2").exists()
     data = EmbeddedData(copy)
     for split in ("train", "test"):
@@ -215,7 +217,7 @@ def test_two_prepares_at_once_build_once(tmp_path):
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
     built = [line for line in (head + out1).splitlines() if line.endswith("building ...")]
     said = [line for line in out2.splitlines() if line.startswith("[prepare]")]
-    assert len(built) == 8 and "building" not in out2, out2
+    assert len(built) == 10 and "building" not in out2, out2
     assert said[0] == (f"[prepare] another python -m data.prepare (pid {first.pid}) is writing {tmp_path / 'data'}: "
                        f"waiting for it to finish")
     assert sum("up to date" in line for line in said) == len(built)

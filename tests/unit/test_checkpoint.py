@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.stream import EpochSampler
+from data.order import ShardOrder
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, set_rng_state
 
 DATA = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
@@ -25,13 +25,13 @@ def _setup(seed: int):
                                 torch.nn.Linear(16, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 4))
-    return model, opt, sched, EpochSampler(DATA.shape[0], seed=3)
+    return model, opt, sched, ShardOrder([DATA.shape[0]], seed=3)
 
 
 def _step(model, opt, sched, sampler) -> None:
     # Every random stream feeds the update: data position (sampler), torch (dropout, noise),
     # numpy and python random (loss scales), so a missed restore shows up in the parameters.
-    idx = torch.tensor([sampler.next() for _ in range(4)])
+    idx = torch.tensor([sampler.next()[1] for _ in range(4)])
     x = DATA[idx] + 0.01 * torch.randn(4, 8)
     scale = float(np.random.uniform(0.5, 1.5)) * random.uniform(0.5, 1.5)
     loss = scale * model(x).pow(2).mean()

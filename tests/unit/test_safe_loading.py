@@ -90,9 +90,29 @@ def test_a_poisoned_data_file_runs_no_code(prepared, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(root, copy)
     marker = tmp_path / "pwned"
-    _poison(copy / "tokens" / "train.pt", marker)
-    with pytest.raises(ValueError, match="train.pt is unreadable"):
-        EmbeddedData(copy).text_documents("train")
+    _poison(copy / "encoded" / "shapes_val_kl.pt", marker)
+    with pytest.raises(ValueError, match="shapes_val_kl.pt is unreadable"):
+        EmbeddedData(copy).encoded("shapes", "val", "kl")
+    assert not marker.exists()
+
+
+def test_a_shard_holding_pickled_objects_runs_no_code(prepared, tmp_path):
+    # numpy stores an object array as a pickle; shard sets are read with allow_pickle=False
+    import shutil
+
+    import numpy as np
+
+    from data.embedded import EmbeddedData
+
+    root, _ = prepared
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    marker = tmp_path / "pwned"
+    payload = np.empty(1, dtype=object)
+    payload[0] = _Payload(marker)
+    np.save(copy / "shards" / "text_train" / "00000.tokens.npy", payload, allow_pickle=True)
+    with pytest.raises(ValueError, match="00000.tokens.npy is unreadable"):
+        EmbeddedData(copy).text_documents("train").next()
     assert not marker.exists()
 
 

@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from data.stream import EpochSampler, ImagePairs, MixedStream, StreamConfig, TokenDocuments
+from data.arrays import ShardSet, caption_arrays, write_index, write_shard
+from data.stream import MixedStream, ShardDocuments, ShardPairs, StreamConfig
 from model.batch import IMAGE, SpecialTokens
 
 SPECIAL = SpecialTokens(pad=0, bos=1, eos=2, boi=3, eoi=4)
 P = 16
 
 
-def _sources(seed=0, n_docs=40, n_images=30):
+def _encode(text: str) -> torch.Tensor:
+    return torch.tensor([5 + (ord(c) % 90) for c in text])
+
+
+@functools.cache
+def _shard_sets(n_docs: int = 40, n_images: int = 30) -> tuple[Path, Path]:
+    """A text and a latent shard set on disk, as data.prepare writes them (captions tokenized)."""
+    root = Path(tempfile.mkdtemp(prefix="stream-shards-"))
     g = torch.Generator().manual_seed(123)
     lengths = torch.randint(3, 90, (n_docs,), generator=g)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     tokens = torch.randint(5, 100, (int(offsets[-1]),), generator=g, dtype=torch.int32)
     latents = torch.randn(n_images, 4, 8, 8, generator=g)
-    captions = [[f"caption {i} a", f"caption {i} bb"] for i in range(n_images)]
-    return TokenDocuments(tokens, offsets, seed), ImagePairs(latents, captions, seed)
+    captions = [[_encode(f"caption {i} a").tolist(), _encode(f"caption {i} bb").tolist()] for i in range(n_images)]
+    write_shard(root / "text", "00000", "text", {"tokens": tokens.numpy(), "offsets": offsets.numpy()})
+    write_index(root / "text", ["00000"], {})
+    write_shard(root / "images", "00000", "latents", {"latents": latents.numpy(), **caption_arrays(captions)})
+    write_index(root / "images", ["00000"], {})
+    return root / "text", root / "images"
 
 
-def _encode(text: str) -> torch.Tensor:
-    return torch.tensor([5 + (ord(c) % 90) for c in text])
+def _sources(seed=0, n_docs=40, n_images=30):
+    text, images = _shard_sets(n_docs, n_images)
+    return ShardDocuments(ShardSet(text), seed), ShardPairs(ShardSet(images), seed)
 
 
 def _stream(cfg=None, seed=0):
@@ -144,30 +161,16 @@ def test_caption_dropout_gives_unconditional_images_exempt_from_the_noise_limit(
         StreamConfig(caption_dropout=1.5).validate()
 
 
-def test_epoch_sampler_covers_every_item_once_per_epoch_and_resumes():
-    s = EpochSampler(7, seed=3)
-    first, second = [s.next() for _ in range(7)], [s.next() for _ in range(7)]
-    assert sorted(first) == list(range(7)) == sorted(second) and first != second
-    t = EpochSampler(7, seed=3)
-    for _ in range(10):
-        t.next()
-    u = EpochSampler(7, seed=3)
-    u.load_state_dict(t.state_dict())
-    assert [t.next() for _ in range(9)] == [u.next() for _ in range(9)]
-
-
 def test_clear_errors():
     text, pairs = _sources()
     with pytest.raises(ValueError, match="text_share"):
         StreamConfig(text_share=1.5).validate()
     with pytest.raises(ValueError, match="no image source"):
         MixedStream(StreamConfig(), SPECIAL, P, text, None, _encode)
-    with pytest.raises(ValueError, match="empty"):
-        EpochSampler(0, 0)
-    with pytest.raises(ValueError, match="corrupt"):
-        TokenDocuments(torch.zeros(10, dtype=torch.int32), torch.tensor([0, 4, 9]))
-    with pytest.raises(ValueError, match="inconsistent"):
-        ImagePairs(torch.zeros(3, 4, 8, 8), [["a"]] * 2)
+    with pytest.raises(ValueError, match="not encoded images"):
+        ShardPairs(text.shards)
+    with pytest.raises(ValueError, match="not text"):
+        ShardDocuments(pairs.shards)
 
 
 def test_real_scale_sources_resume_exactly(tmp_path):
