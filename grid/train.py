@@ -45,6 +45,9 @@ import torch
 from data.atomic import write_text_atomic
 from data.embedded import EmbeddedData
 from data.stream import MixedStream
+# The benchmark stack is imported with the trainer (about 1 s), not when a run ends: a run that
+# lives for hours then evaluates with the code it trained with, whatever was edited meanwhile.
+from evals.harness import evaluate as benchmarks
 from evals.held_out import held_out_losses
 from grid.checkpoint import CheckpointManager, PreemptionFlag, rng_state, run_checkpoints, set_rng_state
 from grid.config import ConfigError, RunConfig, load_config, resolved, stream_config
@@ -331,8 +334,6 @@ def _run(cfg: RunConfig, run_dir: Path, ckpt: CheckpointManager, device: torch.d
         if fsdp:  # the samplers need whole parameters on one process
             evals["meta/benchmarks"] = "skipped under FSDP: run python -m grid.evaluate RUN_DIR on one GPU"
         else:
-            from evals.harness import evaluate as benchmarks  # its stack (torchmetrics, scipy) loads in ~1 s: not before step 1
-
             evals.update(benchmarks(unwrap(model), family, data, cfg.data.dataset,
                                     replace(cfg.eval, text_context=cfg.seq_len), captions=cfg.data.captions))
         write_json(run_dir / "evals.json", evals)
