@@ -18,6 +18,8 @@ from __future__ import annotations
 
 SHAPES_WORLDS: dict[str, dict] = {"shapes": {}, "shapes-2": {"max_objects": 2}}
 IMAGE_DATASETS = (*SHAPES_WORLDS, "fashion-mnist")
+# Every embedded set is a toy: a launcher refuses to train paper-size models on one unless told to.
+TOY_DATASETS = IMAGE_DATASETS
 
 
 def shapes_overrides(name: str) -> dict | None:

@@ -37,13 +37,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from data.worlds import TOY_DATASETS
 from grid.config import ConfigError, resolved
 from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
 from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, last_metrics, live_state, lock_owner, read_status,
                        run_problem, run_state, write_run_config)
 from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
 from grid.tensorboard_curves import summary_writer
-from model.sizes import CPU_SIZES
+from model.sizes import CPU_SIZES, PAPER_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 REFUSED = 3  # grid/train.py's exit status when another process holds the run
@@ -292,6 +293,21 @@ def _auto_executor() -> str:
     return "slurm" if ok else "local"
 
 
+def toy_world_problem(specs: list[RunSpec], sweep: str) -> str:
+    """Why the sweep's paper-size runs would train on the embedded toy world, or "" where none
+    would: at those sizes the toy world's result means nothing, and a sweep that silently trained
+    on it would look like the real thing."""
+    toy = sorted({(s.cfg.size, s.cfg.data.dataset) for s in specs
+                  if s.cfg.size in PAPER_SIZES and s.cfg.data.dataset in TOY_DATASETS})
+    if not toy:
+        return ""
+    sizes = ", ".join(dict.fromkeys(size for size, _ in toy))
+    worlds = ", ".join(sorted({d for _, d in toy}))
+    return (f"sweep {sweep} would train paper-size models ({sizes}) on the embedded toy world (data.dataset="
+            f"{worlds}): pass --toy-data to do that on purpose, as a smoke test. Training them on your own data "
+            f"needs the shard sets data.encode writes, which this version does not have yet")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep")
@@ -306,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retry-failed", action="store_true")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--only", nargs="+", default=None, metavar="GLOB", help="only the runs whose id matches")
+    ap.add_argument("--toy-data", action="store_true",
+                    help="let paper-size models train on the embedded toy world (a smoke test, not a result)")
     ap.add_argument("--no-wait", action="store_true", help="slurm: submit and return")
     slurm = ap.add_argument_group("SLURM (override the per-size defaults)")
     for name, kind in SLURM_FLAGS.items():
@@ -339,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot read the results dir {exc.filename or args.results_dir} ({exc.strerror}): "
               f"pass a readable --results-dir", file=sys.stderr)
         return 2
+    toy = toy_world_problem(list(specs.values()), args.sweep)
+    if toy and not args.toy_data:
+        if not args.dry_run:
+            print(f"error: {toy}", file=sys.stderr)
+            return 2
+        print(f"[launch] note: {toy}", file=sys.stderr)
     if args.dry_run:
         if args.json:
             print(json.dumps(rows, indent=1))

@@ -94,3 +94,16 @@ def test_ctrl_c_to_the_launchers_process_group_checkpoints_and_says_sigint(prepa
     for m in metrics:
         status = json.loads((m.parent / "status.json").read_text())
         assert status["state"] == "preempted" and status["signals"][0] == "SIGINT"
+
+
+def test_paper_sizes_are_not_trained_on_the_toy_world_unless_asked(tmp_path, capsys):
+    from grid.launch import main as launch_main
+
+    assert launch_main(["--sweep", "paper", "--results-dir", str(tmp_path / "r"), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "paper-size models (0.16B" in err and "--toy-data" in err
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+    assert launch_main(["--sweep", "paper", "--dry-run", "--toy-data"]) == 0
+    assert "toy world" not in capsys.readouterr().err
+    assert launch_main(["--sweep", "demo", "--dry-run"]) == 0  # CPU sizes on the toy world are its purpose
+    assert "toy world" not in capsys.readouterr().err
