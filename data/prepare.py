@@ -128,7 +128,11 @@ class Prepare:
         def build() -> dict:
             if self.cfg.tokenizer:  # the user's own: checked for the special tokens, then stored
                 tok = _given_tokenizer(Path(self.cfg.tokenizer))
+                if tok.adopted:  # its own BOS/EOS where it has them, ours added for the rest
+                    self.log(f"[prepare] {tok.adopted}")
                 tok.save(self.paths.tokenizer)
+                # recorded only where something was adopted or added, so data prepared before keeps its fingerprint
+                return {"vocab_size": tok.vocab_size, **({"specials": tok.adopted} if tok.adopted else {})}
             else:
                 docs = TextReader(TextSpec(prepared_paths(self.root, "train")))
                 tok = Tokenizer.train(docs, self.cfg.vocab_size, self.paths.tokenizer)

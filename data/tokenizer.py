@@ -6,8 +6,13 @@ decode(encode(s)) == s for any string. The specials (model.batch.SpecialTokens) 
 0..4 in a trained tokenizer: pad, bos, eos, boi, eoi. `encode` never adds them, and text that
 happens to contain their spelling is encoded as ordinary bytes, so only the data code places them.
 
-A user may instead load an existing tokenizer.json: its specials are looked up by name through
-`special_names` (e.g. {"bos": "<s>", ...}); a missing one is an error unless add_missing=True.
+A user may instead load an existing tokenizer.json (a Llama-style one, say). Without
+`special_names`, each role takes the file's own special token where it has one under a known
+spelling (SPECIAL_ALIASES: <s> and </s>, <|begin_of_text|>, [PAD], ...), and the roles it has no
+token for get ours, added at the end of its vocabulary; `adopted` says in one line what was done.
+The rule is deterministic, so the file saved after adding reloads to the same ids. Given
+`special_names` (e.g. {"bos": "<s>", ...}), exactly those are used, and a missing one is an error
+unless add_missing=True.
 """
 
 from __future__ import annotations
@@ -26,6 +31,28 @@ from model.batch import SpecialTokens
 SPECIAL_ORDER = ("pad", "bos", "eos", "boi", "eoi")  # ids 0..4 in a trained tokenizer
 DEFAULT_SPECIAL_NAMES = {k: f"<|{k}|>" for k in SPECIAL_ORDER}
 MIN_VOCAB = 256 + len(SPECIAL_ORDER)  # every byte plus the specials
+# The spellings other tokenizers give each role (ours first). No tokenizer has image markers.
+SPECIAL_ALIASES = {
+    "pad": ("<|pad|>", "<pad>", "[PAD]", "<|finetune_right_pad_id|>"),
+    "bos": ("<|bos|>", "<s>", "<|begin_of_text|>", "<bos>", "[BOS]", "[CLS]"),
+    "eos": ("<|eos|>", "</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "[EOS]", "[SEP]"),
+    "boi": ("<|boi|>",),
+    "eoi": ("<|eoi|>",),
+}
+
+
+def _adopt(hf: HFTokenizer) -> tuple[dict[str, str], bool, str]:
+    """Per role, the file's own spelling where it has one, else ours; whether any is to be added;
+    and a line saying what was taken and what added ("" where all five are ours, as in a file
+    data.prepare trained)."""
+    names, own, added = {}, [], []
+    for role in SPECIAL_ORDER:
+        found = next((a for a in SPECIAL_ALIASES[role] if hf.token_to_id(a) is not None), None)
+        names[role] = found or DEFAULT_SPECIAL_NAMES[role]
+        (own if found else added).append(f"{role} {names[role]}")
+    if names == DEFAULT_SPECIAL_NAMES and not added:
+        return names, False, ""
+    return names, bool(added), f"its own {', '.join(own) or 'none'}; added {', '.join(added) or 'none'}"
 
 
 @dataclass
@@ -57,7 +84,11 @@ class Tokenizer:
 
     def __init__(self, hf: HFTokenizer, special_names: dict[str, str] | None = None,
                  add_missing: bool = False, source: str = "<memory>") -> None:
-        names = dict(DEFAULT_SPECIAL_NAMES if special_names is None else special_names)
+        self.adopted = ""  # what was taken from the file and what added, where special_names was not given
+        if special_names is None:
+            special_names, add_missing, line = _adopt(hf)
+            self.adopted = f"tokenizer {source}: special tokens: {line}" if line else ""
+        names = dict(special_names)
         unknown = set(names) ^ set(SPECIAL_ORDER)
         if unknown:
             raise ValueError(f"special_names must name exactly {SPECIAL_ORDER}; got {sorted(names)}")

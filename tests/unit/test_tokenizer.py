@@ -117,8 +117,6 @@ def test_user_tokenizer_missing_special(tmp_path):
     names = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "boi": "<img>", "eoi": "</img>"}
     with pytest.raises(ValueError, match=r"no token\(s\) \['<pad>', '<img>', '</img>'\].*special_names"):
         Tokenizer.load(tmp_path / "user.json", special_names=names)
-    with pytest.raises(ValueError, match="no token"):
-        Tokenizer.load(tmp_path / "user.json")  # default names are not in a user's file
     added = Tokenizer.load(tmp_path / "user.json", special_names=names, add_missing=True)
     assert added.special.bos == 0 and added.special.eos == 1
     assert {added.special.pad, added.special.boi, added.special.eoi} == {300, 301, 302}
@@ -136,3 +134,18 @@ def test_a_file_that_does_not_load_is_one_line_naming_it(tmp_path, content):
     message = str(info.value)
     assert f"tokenizer file {tmp_path / 'tokenizer.json'} does not load" in message
     assert "python -m data.prepare" in message and "\n" not in message
+
+
+def test_a_llama_style_file_keeps_its_own_bos_and_eos_and_gets_the_rest_added(tmp_path):
+    """Without special_names: <s> and </s> are the file's BOS and EOS; pad and the image markers,
+    which it lacks, are added after its vocabulary, said in one line; the saved file reloads to
+    the same ids, so data.prepare's copy and every later load agree."""
+    _user_tokenizer(tmp_path / "user.json", ["<unk>", "<s>", "</s>"])
+    tok = Tokenizer.load(tmp_path / "user.json")
+    assert tok.special == SpecialTokens(bos=1, eos=2, pad=300, boi=301, eoi=302) and tok.vocab_size == 303
+    assert tok.adopted.endswith("its own bos <s>, eos </s>; added pad <|pad|>, boi <|boi|>, eoi <|eoi|>")
+    assert "\n" not in tok.adopted
+    tok.save(tmp_path / "saved.json")
+    assert Tokenizer.load(tmp_path / "saved.json").special == tok.special
+    trained = Tokenizer.train(_texts(50), 300)
+    assert trained.adopted == ""  # ours has all five under our names
