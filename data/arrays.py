@@ -1,5 +1,6 @@
 """Shard sets: the one on-disk format the training stream reads, for the embedded default and
-for a cluster's own data alike (data.prepare and data.encode write it, data/stream.py reads it).
+for a cluster's own data alike (data.prepare writes it for the embedded default; data/stream.py
+reads it).
 
 A shard set is a directory of numpy arrays, memory-mapped when read, so that a process touches
 only the pages of the items it reads and no file is ever loaded whole:
@@ -188,7 +189,7 @@ class ShardSet:
             self.index = json.loads(path.read_text())
         except FileNotFoundError:
             raise ShardError(f"{path} is missing: the shard set was never finished; rerun the command that "
-                             "writes it (python -m data.prepare, or python -m data.encode)") from None
+                             "writes it (python -m data.prepare for the embedded data)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ShardError(f"{path} is damaged ({exc}): delete it and rerun the command that wrote it") from None
         self.kind = self.index["kind"]

@@ -12,7 +12,7 @@ union of their reads does not depend on how the streams are spread over ranks an
 
 A global permutation of every item would mix better but costs memory in the item count per
 process (800 MB of int64 at 1e8 documents); this costs the largest shard's size. Shards that
-each hold a random sample of the data (as data.encode writes them) make the two the same in
+each hold a random sample of the data (an encoder that shuffles its input writes them so) make the two the same in
 distribution. With one shard and one stream the order is exactly torch.randperm(n, seed *
 100003 + epoch): the order every run before shard sets was trained on, so their results hold.
 """

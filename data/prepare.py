@@ -14,7 +14,7 @@ damaged file is named and rebuilt:
               are recorded
   encoded     latents and code grids of every image split, computed once
   shards      the same latents and codes with their captions tokenized, as shard sets: what the
-              training stream reads (data.encode writes a cluster's own data the same way)
+              training stream reads, the one format for the embedded default and a cluster's data
 Every file is written to a temporary name and renamed; the manifest is rewritten after each
 step. The layout is described in data/embedded.py.
 
