@@ -15,8 +15,9 @@ repository):
                                   a shard set, what the training stream reads
 
 The training stream reads shard sets only, memory-mapped: the one format for the embedded
-default and a cluster's own data, so the embedded default exercises the cluster's data path. The .pt files
-are what evaluation reads whole (a few thousand scored images with their scene graphs).
+default and a cluster's own data, so the embedded default exercises the cluster's data path.
+The .pt files are what evaluation reads whole (a few thousand scored images with their scene
+graphs).
 Everything downstream (the trainer, evaluation) opens the data through `EmbeddedData`.
 """
 
