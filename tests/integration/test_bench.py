@@ -146,3 +146,16 @@ def test_report_bench_prints_both_timings(capsys, tmp_path):
     assert report.main([str(tmp_path)]) == 0
     (out,) = _json_lines(capsys)
     assert out["runs"] == 2 and _positive(out["default_s"], out["all_s"], out["speedup"])
+
+
+def test_loader_times_both_families_against_the_in_memory_baseline(capsys):
+    from bench.loader import main as loader_main
+
+    assert loader_main(["--batches", "2", "--seq-len", "2048", "--batch-rows", "2", "--docs", "40", "--images", "40",
+                        "--shards", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for family in ("transfusion", "chameleon"):
+        for side in ("shards", "in_memory"):
+            assert out[family][side]["elements_per_s"] > 0
+        # the same stream either way: the same elements per batch
+        assert out[family]["shards"]["elements_per_batch"] == out[family]["in_memory"]["elements_per_batch"]
