@@ -13,7 +13,7 @@ would have seen (DESIGN.md: resume includes the data position).
 
 A source is any object with `next() -> item` plus `state_dict()` / `load_state_dict()`:
 text sources yield token id tensors [n]; pair sources yield (image tensor, captions), the
-captions as token id tensors (shard sets store them tokenized) or as text, which the stream's
+captions as token ids (shard sets store them tokenized) or as text, which the stream's
 `encode_caption` then tokenizes.
 """
 
@@ -37,48 +37,46 @@ class Source(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class ShardDocuments:
-    """Text documents of a shard set (data/arrays.py) in one stream's order (data/order.py).
-    Yields token ids [n] (int64)."""
+class _ShardSource:
+    """A shard set read in one stream's order (data/order.py); its position is the order's."""
 
-    def __init__(self, shards: ShardSet, seed: int = 0, stream: int = 0, streams: int = 1) -> None:
-        if shards.kind != "text":
-            raise ValueError(f"{shards.directory} holds {shards.kind}, not text documents")
+    def __init__(self, shards: ShardSet, kinds: tuple[str, ...], seed: int, stream: int, streams: int) -> None:
+        if shards.kind not in kinds:
+            raise ValueError(f"{shards.directory} holds {shards.kind}, not {' or '.join(kinds)}")
         self.shards = shards
         self.order = ShardOrder(shards.sizes, seed, stream, streams)
+
+    def state_dict(self) -> dict:
+        return self.order.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order.load_state_dict(state)
+
+
+class ShardDocuments(_ShardSource):
+    """Text documents of a shard set (data/arrays.py). Yields token ids [n] (int64)."""
+
+    def __init__(self, shards: ShardSet, seed: int = 0, stream: int = 0, streams: int = 1) -> None:
+        super().__init__(shards, ("text",), seed, stream, streams)
 
     def next(self) -> torch.Tensor:
         shard, i = self.order.next()
         return torch.from_numpy(self.shards.shard(shard).doc(i).astype(np.int64))
 
-    def state_dict(self) -> dict:
-        return self.order.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.order.load_state_dict(state)
-
-
-class ShardPairs:
+class ShardPairs(_ShardSource):
     """Encoded images of a shard set (latents [C, h, w] float32, or codes [h, w] int64) with
-    their tokenized captions, in one stream's order. Yields (image, [caption ids [n]])."""
+    their tokenized captions. Yields (image, [caption ids as int arrays]): the stream converts
+    only the caption it picks."""
 
     def __init__(self, shards: ShardSet, seed: int = 0, stream: int = 0, streams: int = 1) -> None:
-        if shards.kind not in ("latents", "codes"):
-            raise ValueError(f"{shards.directory} holds {shards.kind}, not encoded images")
-        self.shards, self.codes = shards, shards.kind == "codes"
-        self.order = ShardOrder(shards.sizes, seed, stream, streams)
+        super().__init__(shards, ("latents", "codes"), seed, stream, streams)
+        self.dtype = np.int64 if shards.kind == "codes" else np.float32
 
-    def next(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def next(self) -> tuple[torch.Tensor, list[np.ndarray]]:
         shard, i = self.order.next()
         image, captions = self.shards.shard(shard).item(i)
-        image = torch.from_numpy(np.array(image, dtype=np.int64 if self.codes else np.float32))
-        return image, [torch.from_numpy(c.astype(np.int64)) for c in captions]
-
-    def state_dict(self) -> dict:
-        return self.order.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.order.load_state_dict(state)
+        return torch.from_numpy(np.array(image, dtype=self.dtype)), captions
 
 
 class TokenizedText:
@@ -172,6 +170,8 @@ class MixedStream:
         return [Image(image), Text(ids)]
 
     def _caption_ids(self, caption) -> torch.Tensor:
+        if isinstance(caption, np.ndarray):  # tokenized in a shard set
+            return torch.from_numpy(caption.astype(np.int64))
         if isinstance(caption, torch.Tensor):
             return caption
         if self.encode_caption is None:

@@ -81,38 +81,37 @@ def test_a_poisoned_checkpoint_with_a_matching_checksum_runs_no_code(tmp_path):
     assert not marker.exists()
 
 
-def test_a_poisoned_data_file_runs_no_code(prepared, tmp_path):
+def _data_copy(prepared, tmp_path: Path):
+    """A copy of the prepared data to tamper with, opened as the suite opens it."""
     import shutil
 
     from data.embedded import EmbeddedData
 
-    root, _ = prepared
     copy = tmp_path / "data"
-    shutil.copytree(root, copy)
+    shutil.copytree(prepared[0], copy)
+    return copy, lambda: EmbeddedData(copy)
+
+
+def test_a_poisoned_data_file_runs_no_code(prepared, tmp_path):
+    copy, data = _data_copy(prepared, tmp_path)
     marker = tmp_path / "pwned"
     _poison(copy / "encoded" / "shapes_val_kl.pt", marker)
     with pytest.raises(ValueError, match="shapes_val_kl.pt is unreadable"):
-        EmbeddedData(copy).encoded("shapes", "val", "kl")
+        data().encoded("shapes", "val", "kl")
     assert not marker.exists()
 
 
 def test_a_shard_holding_pickled_objects_runs_no_code(prepared, tmp_path):
     # numpy stores an object array as a pickle; shard sets are read with allow_pickle=False
-    import shutil
-
     import numpy as np
 
-    from data.embedded import EmbeddedData
-
-    root, _ = prepared
-    copy = tmp_path / "data"
-    shutil.copytree(root, copy)
+    copy, data = _data_copy(prepared, tmp_path)
     marker = tmp_path / "pwned"
     payload = np.empty(1, dtype=object)
     payload[0] = _Payload(marker)
     np.save(copy / "shards" / "text_train" / "00000.tokens.npy", payload, allow_pickle=True)
     with pytest.raises(ValueError, match="00000.tokens.npy is unreadable"):
-        EmbeddedData(copy).text_documents("train").next()
+        data().text_documents("train").next()
     assert not marker.exists()
 
 

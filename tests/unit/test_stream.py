@@ -167,7 +167,7 @@ def test_clear_errors():
         StreamConfig(text_share=1.5).validate()
     with pytest.raises(ValueError, match="no image source"):
         MixedStream(StreamConfig(), SPECIAL, P, text, None, _encode)
-    with pytest.raises(ValueError, match="not encoded images"):
+    with pytest.raises(ValueError, match="not latents or codes"):
         ShardPairs(text.shards)
     with pytest.raises(ValueError, match="not text"):
         ShardDocuments(pairs.shards)
