@@ -12,9 +12,10 @@ union of their reads does not depend on how the streams are spread over ranks an
 
 A global permutation of every item would mix better but costs memory in the item count per
 process (800 MB of int64 at 1e8 documents); this costs the largest shard's size. Shards that
-each hold a random sample of the data (an encoder that shuffles its input writes them so) make the two the same in
-distribution. With one shard and one stream the order is exactly torch.randperm(n, seed *
-100003 + epoch): the order every run before shard sets was trained on, so their results hold.
+each hold a random sample of the data (an encoder that shuffles its input writes them so) make
+the two the same in distribution. With one shard and one stream the order is exactly
+torch.randperm(n, seed * 100003 + epoch): the order every run before shard sets was trained on,
+so their results hold.
 """
 
 from __future__ import annotations
@@ -36,16 +37,15 @@ def _randperm(n: int, seed: int) -> torch.Tensor:
 class ShardOrder:
     """Positions (shard, item) of one stream over shards of the given sizes (module docstring)."""
 
-    def __init__(self, sizes: list[int], seed: int, stream: int = 0, streams: int = 1, shuffle: bool = True) -> None:
+    def __init__(self, sizes: list[int], seed: int, stream: int = 0, streams: int = 1) -> None:
         if not 0 <= stream < streams:
             raise ValueError(f"stream {stream} of {streams}: a stream is numbered 0 .. streams - 1")
         total = sum(sizes)
         if total == 0:
             raise ValueError("cannot sample from an empty set: prepare the data first (python -m data.prepare)")
         if total < streams:
-            raise ValueError(f"{total} items cannot feed {streams} streams: give fewer data.streams or more data")
-        self.sizes, self.seed, self.stream, self.streams, self.shuffle = list(sizes), seed, stream, streams, shuffle
-        self.total = total
+            raise ValueError(f"{total} items cannot feed {streams} streams: give fewer streams or more data")
+        self.sizes, self.seed, self.stream, self.streams = list(sizes), seed, stream, streams
         self.per_epoch = (total - stream + streams - 1) // streams  # positions stream, stream + S, ... < total
         self.epoch, self.pos = 0, 0
         self._start_epoch()
@@ -53,18 +53,15 @@ class ShardOrder:
     def _start_epoch(self) -> None:
         n = len(self.sizes)
         base = self.seed * EPOCH_STRIDE + self.epoch
-        if self.shuffle and n > 1:
-            self._shards = _randperm(n, base + SHARD_ORDER_SALT).tolist()
-        else:
-            self._shards = list(range(n))
+        self._shards = _randperm(n, base + SHARD_ORDER_SALT).tolist() if n > 1 else [0]
         self._starts = list(itertools.accumulate((self.sizes[j] for j in self._shards), initial=0))
-        self._cached: tuple[int, torch.Tensor | None] = (-1, None)
+        self._cached: tuple[int, torch.Tensor] = (-1, torch.empty(0))
 
-    def _within(self, shard: int) -> torch.Tensor | None:
-        """The permutation of one shard's items this epoch (None: in order)."""
+    def _within(self, shard: int) -> torch.Tensor:
+        """The permutation of one shard's items this epoch."""
         if self._cached[0] != shard:
             base = self.seed * EPOCH_STRIDE + self.epoch + shard * SHARD_STRIDE
-            self._cached = (shard, _randperm(self.sizes[shard], base) if self.shuffle else None)
+            self._cached = (shard, _randperm(self.sizes[shard], base))
         return self._cached[1]
 
     def next(self) -> tuple[int, int]:
@@ -76,8 +73,7 @@ class ShardOrder:
         k = bisect.bisect_right(self._starts, position) - 1
         shard = self._shards[k]
         offset = position - self._starts[k]
-        perm = self._within(shard)
-        return shard, int(perm[offset]) if perm is not None else offset
+        return shard, int(self._within(shard)[offset])
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
