@@ -37,14 +37,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from data.worlds import TOY_DATASETS
 from grid.config import ConfigError, resolved
 from grid.estimates import GPU_FLOPS, estimated_seconds, sweep_wall_seconds
 from grid.runs import (DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, last_metrics, live_state, lock_owner, read_status,
                        run_problem, run_state, write_run_config)
-from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs
+from grid.sweeps import SWEEPS, RunSpec, get_sweep, sweep_specs, toy_world_problem
 from grid.tensorboard_curves import summary_writer
-from model.sizes import CPU_SIZES, PAPER_SIZES
+from model.sizes import CPU_SIZES
 
 EXECUTORS = ("auto", "slurm", "local", "debug")
 REFUSED = 3  # grid/train.py's exit status when another process holds the run
@@ -291,21 +290,6 @@ def _auto_executor() -> str:
         print("[launch] sbatch is installed but no SLURM controller answers (sinfo failed): running here; "
               "--executor slurm to insist", file=sys.stderr)
     return "slurm" if ok else "local"
-
-
-def toy_world_problem(specs: list[RunSpec], sweep: str) -> str:
-    """Why the sweep's paper-size runs would train on the embedded toy world, or "" where none
-    would: at those sizes the toy world's result means nothing, and a sweep that silently trained
-    on it would look like the real thing."""
-    toy = sorted({(s.cfg.size, s.cfg.data.dataset) for s in specs
-                  if s.cfg.size in PAPER_SIZES and s.cfg.data.dataset in TOY_DATASETS})
-    if not toy:
-        return ""
-    sizes = ", ".join(dict.fromkeys(size for size, _ in toy))
-    worlds = ", ".join(sorted({d for _, d in toy}))
-    return (f"sweep {sweep} would train paper-size models ({sizes}) on the embedded toy world (data.dataset="
-            f"{worlds}): pass --toy-data to do that on purpose, as a smoke test. Training them on your own data "
-            f"needs the shard sets data.encode writes, which this version does not have yet")
 
 
 def main(argv: list[str] | None = None) -> int:

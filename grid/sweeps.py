@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from data.worlds import TOY_DATASETS
 from grid.ablations import ABLATION_KNOBS
 from grid.config import DataConfig, ModelKnobs, RunConfig, apply_overrides
 from grid.estimates import Resources, resources_for
@@ -86,6 +87,21 @@ def register(name: str) -> Callable[[Callable[[], list[RunSpec]]], Callable[[], 
         SWEEPS[name] = fn
         return fn
     return deco
+
+
+def toy_world_problem(specs: list[RunSpec], sweep: str) -> str:
+    """Why the sweep's paper-size runs would train on the embedded toy world, or "" where none
+    would: at those sizes the toy world's result means nothing, and a sweep that silently trained
+    on it would look like the real thing."""
+    toy = sorted({(s.cfg.size, s.cfg.data.dataset) for s in specs
+                  if s.cfg.size in PAPER_SIZES and s.cfg.data.dataset in TOY_DATASETS})
+    if not toy:
+        return ""
+    sizes = ", ".join(dict.fromkeys(size for size, _ in toy))
+    worlds = ", ".join(sorted({d for _, d in toy}))
+    return (f"sweep {sweep} would train paper-size models ({sizes}) on the embedded toy world (data.dataset="
+            f"{worlds}): pass --toy-data to do that on purpose, as a smoke test. Training them on your own data "
+            f"needs the shard sets data.encode writes, which this version does not have yet")
 
 
 def get_sweep(name: str) -> list[RunSpec]:
